@@ -1,0 +1,27 @@
+# raylb: `make test` sets up everything it needs on a fresh machine, then runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo venv provision clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	@echo "==> creating $(VENV) and installing raylb with its test extras"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+provision: $(STAMP)
+
+test: provision
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/raylb demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Speaker: the per-node actor and the raw-socket ARP/NDP responders it holds."""

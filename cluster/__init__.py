@@ -1,0 +1,1 @@
+"""The clusters around the actors: Kubernetes client, Ray helpers, the local network-namespace lab."""

@@ -1,0 +1,11 @@
+"""`raylb bench ...`: benchmark commands that print one JSON object each."""
+
+from __future__ import annotations
+
+from raylb.cli import LazyGroup
+
+# name -> "module:attribute" of the click command that runs that benchmark
+BENCHMARKS: dict[str, str] = {}
+
+
+group = LazyGroup(name="bench", lazy=BENCHMARKS, help="Run a benchmark and print its figures as JSON.")
