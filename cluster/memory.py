@@ -1,0 +1,153 @@
+"""Desired state kept in memory: the first implementation of raylb.desired's interface.
+
+It behaves like a tiny API server for the kinds raylb watches: objects carry a
+resourceVersion, every write produces a change that readers receive in order, and each
+reader (an operator incarnation) starts with a full list. Results written by the operator
+(ingress, annotations, events, ServiceL2Status, conditions) land on the stored objects, so a
+test reads them back the way `kubectl get` would. Thread-safe; the Ray actor in
+raylb.actors.memory shares one instance between the test driver and the operator.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raylb.desired import Change, ChangeType, Ref, WireObject
+
+L2_STATUS_KIND = "ServiceL2Status"
+
+
+@dataclass(frozen=True)
+class Event:
+    ref: Ref
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+class MemoryCluster:
+    """Objects by Ref, an ordered change log, and one cursor per reader."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._objects: dict[Ref, dict[str, Any]] = {}
+        self._log: list[Change] = []
+        self._cursors: dict[str, int] = {}
+        self._versions = itertools.count(1)
+        self.events: list[Event] = []
+        self.l2_status: dict[Ref, dict[str, Any]] = {}
+        self.writes = 0
+
+    # --- the test driver's side: what kubectl apply/delete would do -----------------------
+
+    def apply(self, kind: str, obj: WireObject) -> Ref:
+        """Create or replace an object (status of an existing object is kept if absent)."""
+        new = copy.deepcopy(dict(obj))
+        ref = Ref.of(kind, new)
+        with self._lock:
+            old = self._objects.get(ref)
+            if old is not None and "status" not in new and "status" in old:
+                new["status"] = old["status"]
+            self._store(ref, new, "MODIFIED" if old is not None else "ADDED")
+        return ref
+
+    def delete(self, ref: Ref) -> bool:
+        with self._lock:
+            obj = self._objects.pop(ref, None)
+            if obj is None:
+                return False
+            self._log.append(Change("DELETED", ref.kind, obj))
+            self._lock.notify_all()
+            return True
+
+    def get(self, ref: Ref) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._objects.get(ref)
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(o) for r, o in sorted(self._objects.items()) if r.kind == kind]
+
+    # --- raylb.desired.Desired --------------------------------------------------------------
+
+    def wait_changes(self, *, reader: str, timeout_s: float) -> list[Change]:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            if reader not in self._cursors:
+                self._cursors[reader] = len(self._log)
+                return [Change("ADDED", r.kind, copy.deepcopy(o)) for r, o in sorted(self._objects.items())]
+            while self._cursors[reader] == len(self._log):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._lock.wait(remaining)
+            start, self._cursors[reader] = self._cursors[reader], len(self._log)
+            return [copy.deepcopy(c) for c in self._log[start:]]
+
+    # --- raylb.desired.Results --------------------------------------------------------------
+
+    def set_ingress(self, service: Ref, ips: Sequence[str]) -> None:
+        def mutate(obj: dict[str, Any]) -> None:
+            obj.setdefault("status", {})["loadBalancer"] = {"ingress": [{"ip": ip} for ip in ips]} if ips else {}
+
+        self._modify(service, mutate)
+
+    def set_annotations(self, ref: Ref, annotations: Mapping[str, str | None]) -> None:
+        def mutate(obj: dict[str, Any]) -> None:
+            current = obj.setdefault("metadata", {}).setdefault("annotations", {})
+            for key, value in annotations.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+
+        self._modify(ref, mutate)
+
+    def record_event(self, ref: Ref, *, type: str, reason: str, message: str) -> None:
+        with self._lock:
+            self.writes += 1
+            self.events.append(Event(ref, type, reason, message))
+
+    def put_l2_status(self, service: Ref, *, node: str, interfaces: Sequence[str]) -> None:
+        with self._lock:
+            self.writes += 1
+            self.l2_status[service] = {
+                "node": node,
+                "serviceName": service.name,
+                "serviceNamespace": service.namespace,
+                "interfaces": [{"name": name} for name in interfaces],
+            }
+
+    def delete_l2_status(self, service: Ref) -> None:
+        with self._lock:
+            if self.l2_status.pop(service, None) is not None:
+                self.writes += 1
+
+    def set_conditions(self, ref: Ref, conditions: Sequence[Mapping[str, str]]) -> None:
+        self._modify(ref, lambda obj: obj.setdefault("status", {}).__setitem__("conditions", [dict(c) for c in conditions]))
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _modify(self, ref: Ref, mutate: Any) -> None:
+        with self._lock:
+            obj = self._objects.get(ref)
+            if obj is None:
+                raise KeyError(f"{ref} not found")
+            new = copy.deepcopy(obj)
+            mutate(new)
+            if new != obj:
+                self.writes += 1
+                self._store(ref, new, "MODIFIED")
+
+    def _store(self, ref: Ref, obj: dict[str, Any], change_type: ChangeType) -> None:
+        obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
+        self._objects[ref] = obj
+        self._log.append(Change(change_type, ref.kind, copy.deepcopy(obj)))
+        self._lock.notify_all()
