@@ -75,6 +75,19 @@ class MemoryCluster:
         with self._lock:
             return [copy.deepcopy(o) for r, o in sorted(self._objects.items()) if r.kind == kind]
 
+    def recorded_events(self) -> list[Event]:
+        with self._lock:
+            return list(self.events)
+
+    def l2_statuses(self) -> dict[str, dict[str, Any]]:
+        """Announcing node per service ("namespace/name" -> ServiceL2Status status)."""
+        with self._lock:
+            return {ref.key: copy.deepcopy(status) for ref, status in self.l2_status.items()}
+
+    def write_count(self) -> int:
+        with self._lock:
+            return self.writes
+
     # --- raylb.desired.Desired --------------------------------------------------------------
 
     def wait_changes(self, *, reader: str, timeout_s: float) -> list[Change]:

@@ -43,6 +43,9 @@ class ConfigError(RaylbError):
         self.problems = tuple(problems)
         super().__init__("; ".join(str(p) for p in self.problems))
 
+    def __reduce__(self) -> tuple[object, ...]:  # errors cross process boundaries (Ray)
+        return (type(self), (self.problems,))
+
 
 class AllocationError(RaylbError):
     """No IP can be given to a service; `reason` is one short machine-readable word."""
@@ -52,6 +55,9 @@ class AllocationError(RaylbError):
         self.reason = reason
         self.message = message
         super().__init__(f"{service}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.service, self.reason, self.message))
 
 
 class PermanentError(RaylbError):
@@ -64,3 +70,10 @@ class TemporaryError(RaylbError):
     def __init__(self, message: str, *, delay_s: float = 1.0) -> None:
         self.delay_s = delay_s
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_temporary, (type(self), str(self), self.delay_s))
+
+
+def _temporary(cls: type[TemporaryError], message: str, delay_s: float) -> TemporaryError:
+    return cls(message, delay_s=delay_s)

@@ -1,0 +1,70 @@
+"""The in-memory desired-state store as a Ray actor, and the operator's adapters to it.
+
+Tests and `raylb lab` runs without Kubernetes share one `MemoryCluster` between the driver
+(which applies MetalLB, pools and Services like kubectl would) and the operator (which reads
+changes and writes results). The store lives in its own named actor so it outlives operator
+restarts, as an API server would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ray
+
+from raylb.cluster.memory import MemoryCluster
+from raylb.desired import Change, Ref
+
+MEMORY_NAME = "raylb-memory"
+CALL_TIMEOUT_S = 10.0
+
+
+def start_memory(*, namespace: str = "raylb") -> Any:
+    """The store actor, created if missing; max_concurrency lets readers block while others write."""
+    return (
+        ray.remote(MemoryCluster)
+        .options(name=MEMORY_NAME, namespace=namespace, lifetime="detached", get_if_exists=True, max_concurrency=16, num_cpus=0)
+        .remote()
+    )
+
+
+class MemoryDesired:
+    """raylb.desired.Desired over the store actor; each instance is one reader (one operator life)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._reader = uuid.uuid4().hex
+
+    def wait_changes(self, *, timeout_s: float) -> list[Change]:
+        ref = self._handle.wait_changes.remote(reader=self._reader, timeout_s=timeout_s)
+        return ray.get(ref, timeout=timeout_s + CALL_TIMEOUT_S)
+
+
+class MemoryResults:
+    """raylb.desired.Results over the store actor."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
+        ray.get(getattr(self._handle, method).remote(*args, **kwargs), timeout=CALL_TIMEOUT_S)
+
+    def set_ingress(self, service: Ref, ips: Sequence[str]) -> None:
+        self._call("set_ingress", service, list(ips))
+
+    def set_annotations(self, ref: Ref, annotations: Mapping[str, str | None]) -> None:
+        self._call("set_annotations", ref, dict(annotations))
+
+    def record_event(self, ref: Ref, *, type: str, reason: str, message: str) -> None:
+        self._call("record_event", ref, type=type, reason=reason, message=message)
+
+    def put_l2_status(self, service: Ref, *, node: str, interfaces: Sequence[str]) -> None:
+        self._call("put_l2_status", service, node=node, interfaces=list(interfaces))
+
+    def delete_l2_status(self, service: Ref) -> None:
+        self._call("delete_l2_status", service)
+
+    def set_conditions(self, ref: Ref, conditions: Sequence[Mapping[str, str]]) -> None:
+        self._call("set_conditions", ref, [dict(c) for c in conditions])

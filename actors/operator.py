@@ -1,0 +1,350 @@
+"""The operator actor: the only writer to Kubernetes, and the loop that drives everything.
+
+One named, detached actor that Ray restarts on failure. Its loop: take the changes of desired
+state, decide with raylb.reconcile, call the allocator, execute the writes, keep one speaker on
+every matching Ray node and publish one versioned snapshot to them. `OperatorCore` holds that
+logic with every side effect injected (desired state, results, Ray), so tests run it against
+the in-memory store and a fake Ray; `OperatorActor` is the Ray shell around it.
+
+The loop never dies: each round is wrapped, failures are logged and counted, and the next
+round starts from the cached world - every step is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from raylb import reconcile as rc
+from raylb.actors.allocator import NotRestored, Outcome
+from raylb.desired import Change, Desired, Results, World
+from raylb.errors import Problem
+from raylb.ipam.request import ServiceRequest
+from raylb.pools import Pool
+from raylb.snapshot import EMPTY, NodeInfo, Snapshot
+
+log = logging.getLogger(__name__)
+
+OPERATOR_NAME = "raylb-operator"
+# How long one wait for changes may block; also the cadence of node-table and speaker polls.
+POLL_S = 0.25
+# Pause after a failed round (e.g. API server unreachable) so a persistent failure costs little CPU.
+FAILURE_BACKOFF_S = 0.5
+
+
+class RayLike(Protocol):
+    """What OperatorCore needs from Ray (raylb.actors.ray_ops.RayOps, or a fake)."""
+
+    def nodes(self) -> Mapping[str, Any]: ...
+    def call_allocator(self, method: str, **kwargs: Any) -> Any: ...
+    def remove_allocator(self) -> None: ...
+    def speaker_names(self) -> set[str]: ...
+    def ensure_speaker(self, node: Any) -> Any: ...
+    def remove_speaker(self, node: str, *, graceful: bool) -> None: ...
+    def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None: ...
+    def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]: ...
+
+
+def execute(write: rc.Write, results: Results) -> None:
+    """Carry out one decided write."""
+    if isinstance(write, rc.SetIngress):
+        results.set_ingress(write.ref, write.ips)
+    elif isinstance(write, rc.SetAnnotations):
+        results.set_annotations(write.ref, dict(write.annotations))
+    elif isinstance(write, rc.RecordEvent):
+        results.record_event(write.ref, type=write.type, reason=write.reason, message=write.message)
+    elif isinstance(write, rc.PutL2Status):
+        results.put_l2_status(write.ref, node=write.node, interfaces=write.interfaces)
+    elif isinstance(write, rc.DeleteL2Status):
+        results.delete_l2_status(write.ref)
+    elif isinstance(write, rc.SetConditions):
+        results.set_conditions(write.ref, [dict(c) for c in write.conditions])
+    else:  # pragma: no cover - the union is closed
+        raise TypeError(f"unknown write {write!r}")
+
+
+def _reflect(world: World, write: rc.Write) -> None:
+    """Apply a successful write to the cached world at once, so the next round does not repeat it
+    before the watch delivers the change."""
+    if not isinstance(write, (rc.SetIngress, rc.SetAnnotations)):
+        return
+    obj = world.get(write.ref)
+    if obj is None:
+        return
+    new = {**obj, "metadata": dict(obj.get("metadata") or {}), "status": dict(obj.get("status") or {})}
+    if isinstance(write, rc.SetIngress):
+        new["status"]["loadBalancer"] = {"ingress": [{"ip": ip} for ip in write.ips]} if write.ips else {}
+    else:
+        notes = dict(new["metadata"].get("annotations") or {})
+        for key, value in write.annotations:
+            if value is None:
+                notes.pop(key, None)
+            else:
+                notes[key] = value
+        new["metadata"]["annotations"] = notes
+    world.apply(Change("MODIFIED", write.ref.kind, new))
+
+
+@dataclass
+class Counters:
+    rounds: int = 0
+    failures: int = 0
+    writes: int = 0
+    write_failures: int = 0
+    restores: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class OperatorCore:
+    """The operator's logic; every side effect goes through `desired`, `results` and `ray`."""
+
+    desired: Desired
+    results: Results
+    ray: RayLike
+    operator_namespace: str = rc.OPERATOR_NAMESPACE
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    world: World = field(default_factory=World)
+    counters: Counters = field(default_factory=Counters)
+    snapshot: Snapshot = EMPTY
+    deployed: bool = False
+    _last_error: dict[str, str] = field(default_factory=dict)
+    _deprecation_told: set[str] = field(default_factory=set)
+    _problems: frozenset[Problem] = frozenset()
+    _announcers: dict[str, str] = field(default_factory=dict)
+    _speaker_nodes: dict[str, NodeInfo] = field(default_factory=dict)
+
+    def step(self, *, timeout_s: float = POLL_S) -> None:
+        """One round: take changes (waiting up to timeout_s), then reconcile. Never raises."""
+        try:
+            for change in self.desired.wait_changes(timeout_s=timeout_s):
+                self.world.apply(change)
+            self.reconcile()
+        except Exception as exc:  # noqa: BLE001 - the loop must survive anything
+            self.counters.failures += 1
+            self.counters.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("operator round failed")
+        finally:
+            self.counters.rounds += 1
+
+    def reconcile(self) -> None:
+        now = self.clock()
+        system = rc.read_system(self.world, operator_namespace=self.operator_namespace, now=now)
+        self._apply(system.writes)
+        if system.metallb is None:
+            self._teardown()
+            return
+        metallb = system.metallb
+        self.deployed = True
+        config = rc.read_config(self.world, operator_namespace=self.operator_namespace)
+        self._apply(rc.pool_condition_writes(self.world, config, operator_namespace=self.operator_namespace, now=now))
+        self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
+        self._problems = frozenset(config.problems)
+
+        views = rc.read_services(self.world, load_balancer_class=metallb.spec.load_balancer_class)
+        requests = {key: v.request for key, v in views.items() if v.request is not None}
+        outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
+        for key, view in views.items():
+            outcome = view.error or outcomes.get(key)
+            self._apply(rc.service_writes(view, outcome, last_error=self._last_error.get(key)))
+            if isinstance(outcome, Exception):
+                self._last_error[key] = outcome.message
+            else:
+                self._last_error.pop(key, None)
+            if view.deprecated and key not in self._deprecation_told:
+                self._apply(rc.deprecation_events(view))
+                self._deprecation_told.add(key)
+        self._apply(rc.stale_services(self.world, views))
+
+        nodes = rc.speaker_nodes(self.world, metallb, ray_nodes={n: r.address for n, r in self.ray.nodes().items()})
+        self._ensure_speakers(nodes)
+        assignments = {k: o for k, o in outcomes.items() if not isinstance(o, Exception)}
+        candidate = rc.build_snapshot(
+            version=self.snapshot.version + 1, config=config, views=views, assignments=assignments, nodes=nodes.values()
+        )
+        if not rc.same_content(candidate, self.snapshot):
+            self.snapshot = candidate
+        self.ray.push(self.snapshot, nodes)
+
+        announcers = self._announcers_from(self.ray.statuses(nodes), views)
+        self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))
+        self._announcers = announcers
+        ready = len(set(self.ray.speaker_names()) & set(nodes))
+        self._apply(
+            rc.metallb_condition_writes(
+                self.world, metallb, speakers_wanted=len(nodes), speakers_ready=ready, problems=len(config.problems), now=now
+            )
+        )
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _allocate(
+        self, *, pools: Mapping[str, Pool], requests: Mapping[str, ServiceRequest], views: Mapping[str, rc.ServiceView]
+    ) -> dict[str, Outcome]:
+        try:
+            return self.ray.call_allocator("sync", pools=pools, requests=requests)
+        except NotRestored:
+            moved = self.ray.call_allocator("restore", pools=pools, assignments=rc.recorded_assignments(views))
+            self.counters.restores += 1
+            if moved:
+                log.warning("after restore these services need new IPs: %s", ", ".join(moved))
+            return self.ray.call_allocator("sync", pools=pools, requests=requests)
+
+    def _ensure_speakers(self, nodes: Mapping[str, NodeInfo]) -> None:
+        ray_nodes = self.ray.nodes()
+        for name in nodes:
+            self.ray.ensure_speaker(ray_nodes[name])
+        for name in self.ray.speaker_names() - set(nodes):
+            # The node left the selector (graceful handover) or died (nothing to tell).
+            self.ray.remove_speaker(name, graceful=name in ray_nodes)
+        self._speaker_nodes = dict(nodes)
+
+    def _announcers_from(self, statuses: Mapping[str, Mapping[str, Any]], views: Mapping[str, rc.ServiceView]) -> dict[str, str]:
+        by_ip: dict[str, str] = {}
+        for node, status in sorted(statuses.items()):
+            for ip in status.get("owned", ()):
+                by_ip.setdefault(str(ip), node)
+        out: dict[str, str] = {}
+        for service in self.snapshot.services:
+            for ip in service.ips:
+                if str(ip) in by_ip and service.key in views:
+                    out.setdefault(service.key, by_ip[str(ip)])
+        return out
+
+    def _teardown(self) -> None:
+        if not self.deployed and not self.ray.speaker_names():
+            return
+        for name in sorted(self.ray.speaker_names()):
+            self.ray.remove_speaker(name, graceful=True)
+        self.ray.remove_allocator()
+        self.deployed = False
+        self.snapshot = EMPTY
+        self._announcers.clear()
+
+    def _apply(self, writes: list[rc.Write] | tuple[rc.Write, ...]) -> None:
+        for write in writes:
+            try:
+                execute(write, self.results)
+            except Exception as exc:  # noqa: BLE001 - one failed write must not stop the others
+                self.counters.write_failures += 1
+                self.counters.last_error = f"{type(write).__name__} {write.ref}: {exc}"
+                log.warning("write failed: %s %s: %s", type(write).__name__, write.ref, exc)
+                continue
+            self.counters.writes += 1
+            _reflect(self.world, write)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "deployed": self.deployed,
+            "snapshot_version": self.snapshot.version,
+            "services": len(self.snapshot.services),
+            "speakers": sorted(self._speaker_nodes),
+            "announcers": dict(self._announcers),
+            "counters": self.counters.__dict__.copy(),
+        }
+
+
+class OperatorLoop:
+    """Runs an OperatorCore on its own thread until stopped (the actor's body)."""
+
+    def __init__(self, core: OperatorCore) -> None:
+        self.core = core
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="raylb-operator", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            failures = self.core.counters.failures
+            self.core.step(timeout_s=POLL_S)
+            if self.core.counters.failures > failures:
+                self._stop.wait(FAILURE_BACKOFF_S)  # a failing round backs off instead of spinning
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+
+# --- the Ray shell --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """How the operator reaches desired state; passed again by Ray on every restart."""
+
+    operator_namespace: str = rc.OPERATOR_NAMESPACE
+    source: str = "memory"  # "memory" (the store actor) or "kube" (a Kubernetes API server)
+    kubeconfig: str | None = None  # with "kube": a kubeconfig path; None = in-cluster or $KUBECONFIG
+
+
+def connect(settings: OperatorSettings) -> tuple[Desired, Results]:
+    if settings.source == "memory":
+        from raylb.actors.memory import MemoryDesired, MemoryResults, start_memory  # noqa: PLC0415
+
+        handle = start_memory()
+        return MemoryDesired(handle), MemoryResults(handle)
+    if settings.source == "kube":
+        from raylb.cluster.kube.client import api_client  # noqa: PLC0415
+        from raylb.cluster.kube.results import KubeResults  # noqa: PLC0415
+        from raylb.cluster.kube.source import KubeDesired  # noqa: PLC0415
+
+        client = api_client(settings.kubeconfig)
+        return (
+            KubeDesired(client, operator_namespace=settings.operator_namespace),
+            KubeResults(client, operator_namespace=settings.operator_namespace),
+        )
+    raise ValueError(f"unknown desired-state source {settings.source!r}; use 'memory' or 'kube'")
+
+
+class OperatorActor:
+    """The Ray actor: builds the core from settings and runs its loop on a thread."""
+
+    def __init__(self, settings: OperatorSettings) -> None:
+        from raylb.actors.ray_ops import RayOps  # noqa: PLC0415
+
+        logging.basicConfig(level=logging.INFO)
+        desired, results = connect(settings)
+        self._core = OperatorCore(
+            desired=desired, results=results, ray=RayOps(), operator_namespace=settings.operator_namespace
+        )
+        self._loop = OperatorLoop(self._core)
+        self._loop.start()
+
+    def status(self) -> dict[str, Any]:
+        return self._core.status()
+
+    def ping(self) -> bool:
+        return True
+
+
+def start_operator(settings: OperatorSettings, *, namespace: str = "raylb") -> Any:
+    """The operator actor: named, detached, restarted by Ray; attaches to a running one."""
+    import ray  # noqa: PLC0415
+
+    from raylb.actors.ray_ops import RayOps  # noqa: PLC0415
+
+    control = RayOps(namespace=namespace).control_node_id()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+    strategy = NodeAffinitySchedulingStrategy(control, soft=True) if control else "DEFAULT"
+    return (
+        ray.remote(OperatorActor)
+        .options(
+            name=OPERATOR_NAME,
+            namespace=namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_concurrency=4,
+            num_cpus=0,
+            scheduling_strategy=strategy,
+        )
+        .remote(settings)
+    )

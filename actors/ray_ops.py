@@ -1,0 +1,158 @@
+"""Every Ray call the operator makes, in one class.
+
+The operator's logic (raylb.actors.operator.OperatorCore) talks to Ray only through
+`RayOps`, so the same logic runs against a test double without a Ray cluster. Calls carry a
+timeout: a dead or restarting actor costs one timeout, never a hung control loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from raylb.actors.allocator import ALLOCATOR_NAME, AllocatorService
+from raylb.snapshot import NodeInfo, Snapshot
+
+log = logging.getLogger(__name__)
+
+RAY_NAMESPACE = "raylb"
+# Label every Ray node carries with its (Kubernetes) node name; `raylb lab up` and the KubeRay
+# manifests set it. The Ray head carries role=control and runs no speaker.
+NODE_LABEL = "raylb.io/node"
+ROLE_LABEL = "raylb.io/role"
+SPEAKER_PREFIX = "raylb-speaker-"
+# Long enough for a loaded 2-core box, short enough that one dead actor cannot stall the loop.
+CALL_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class RayNode:
+    name: str  # the raylb.io/node label
+    node_id: str
+    address: str  # the node's IP on the node network
+
+
+class RayOps:
+    """Allocator, speakers and the node table, seen through Ray."""
+
+    def __init__(self, *, namespace: str = RAY_NAMESPACE, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.namespace = namespace
+        self.call_timeout_s = call_timeout_s
+        self._pushed: dict[str, int] = {}  # node -> snapshot version last acknowledged
+
+    # --- the node table ------------------------------------------------------------------
+
+    def nodes(self) -> dict[str, RayNode]:
+        """Alive Ray nodes that carry a node name and are not the control node."""
+        found: dict[str, RayNode] = {}
+        for entry in ray.nodes():
+            labels = entry.get("Labels") or {}
+            name = labels.get(NODE_LABEL)
+            if not entry.get("Alive") or not name or labels.get(ROLE_LABEL) == "control":
+                continue
+            found[name] = RayNode(name=name, node_id=entry["NodeID"], address=entry["NodeManagerAddress"])
+        return found
+
+    def control_node_id(self) -> str | None:
+        for entry in ray.nodes():
+            if entry.get("Alive") and (entry.get("Labels") or {}).get(ROLE_LABEL) == "control":
+                return str(entry["NodeID"])
+        return None
+
+    # --- the allocator ---------------------------------------------------------------------
+
+    def allocator(self) -> Any:
+        """The allocator actor, created if missing (detached: it outlives an operator restart)."""
+        control = self.control_node_id()
+        strategy = NodeAffinitySchedulingStrategy(control, soft=True) if control else "DEFAULT"
+        actor_class = ray.remote(AllocatorService)
+        return actor_class.options(  # type: ignore[attr-defined]
+            name=ALLOCATOR_NAME,
+            namespace=self.namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            num_cpus=0,
+            scheduling_strategy=strategy,
+        ).remote()
+
+    def call_allocator(self, method: str, **kwargs: Any) -> Any:
+        handle = self.allocator()
+        return ray.get(getattr(handle, method).remote(**kwargs), timeout=self.call_timeout_s)
+
+    def remove_allocator(self) -> None:
+        self._kill(ALLOCATOR_NAME)
+
+    # --- speakers ----------------------------------------------------------------------------
+
+    def speaker(self, node: str) -> Any | None:
+        try:
+            return ray.get_actor(SPEAKER_PREFIX + node, namespace=self.namespace)
+        except ValueError:
+            return None
+
+    def speaker_names(self) -> set[str]:
+        names = set()
+        for info in ray.util.list_named_actors(all_namespaces=True):
+            if info.get("namespace") == self.namespace and info["name"].startswith(SPEAKER_PREFIX):
+                names.add(info["name"][len(SPEAKER_PREFIX) :])
+        return names
+
+    def ensure_speaker(self, node: RayNode) -> Any:
+        from raylb.actors.speaker.actor import start_speaker  # noqa: PLC0415 (speaker pulls in sockets)
+
+        handle = self.speaker(node.name)
+        if handle is None:
+            self._pushed.pop(node.name, None)
+            handle = start_speaker(
+                node_name=node.name, node_id=node.node_id, node_address=node.address, namespace=self.namespace
+            )
+        return handle
+
+    def remove_speaker(self, node: str, *, graceful: bool) -> None:
+        handle = self.speaker(node)
+        self._pushed.pop(node, None)
+        if handle is None:
+            return
+        if graceful:
+            try:
+                ray.get(handle.leave.remote(), timeout=self.call_timeout_s)
+            except Exception as exc:  # noqa: BLE001 - a speaker that cannot say goodbye is killed anyway
+                log.warning("speaker on %s did not leave cleanly: %s", node, exc)
+        ray.kill(handle, no_restart=True)
+
+    def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
+        """Send the snapshot to every speaker that has not acknowledged this version yet."""
+        refs = {}
+        for name in nodes:
+            if self._pushed.get(name) == snapshot.version:
+                continue
+            handle = self.speaker(name)
+            if handle is not None:
+                refs[name] = handle.push.remote(snapshot)
+        for name, ref in refs.items():
+            try:
+                self._pushed[name] = int(ray.get(ref, timeout=self.call_timeout_s))
+            except Exception as exc:  # noqa: BLE001 - retried on the next round
+                log.info("speaker on %s did not take snapshot %d yet: %s", name, snapshot.version, exc)
+
+    def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
+        refs = {name: h.status.remote() for name in nodes if (h := self.speaker(name)) is not None}
+        out = {}
+        for name, ref in refs.items():
+            try:
+                out[name] = ray.get(ref, timeout=self.call_timeout_s)
+            except Exception:  # noqa: BLE001 - an unreachable speaker simply reports nothing
+                continue
+        return out
+
+    def _kill(self, name: str) -> None:
+        try:
+            ray.kill(ray.get_actor(name, namespace=self.namespace), no_restart=True)
+        except ValueError:
+            pass

@@ -1,0 +1,460 @@
+"""What the operator decides, as pure functions of what it observes.
+
+The operator actor (raylb.actors.operator) only moves data: it feeds `World` from the
+desired-state stream, asks this module what the system should look like, calls the allocator,
+and executes the `Write`s returned here. Everything that can be decided without I/O is decided
+here, so it is tested without Ray or Kubernetes:
+
+- `read_system`: which MetalLB resource is honoured, and a condition for every other one;
+- `read_config`: pool and advertisement resources -> checked `Config` (parse errors included);
+- `read_services`: managed LoadBalancer Services -> `ServiceView` (request, recorded IPs,
+  ready endpoints by node);
+- `service_writes`: the writes that make a Service's status, annotation and events match its
+  allocation outcome - nothing when they already match, so a steady state writes nothing;
+- `pool_condition_writes` / `metallb_condition_writes`: status conditions, only on change;
+- `speaker_nodes`: on which Ray nodes a speaker must run;
+- `build_snapshot`: the versioned snapshot the speakers elect from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from raylb import annotations
+from raylb.config import Config, build_config
+from raylb.desired import Ref, WireObject, World
+from raylb.errors import AllocationError, ConfigError, Problem
+from raylb.ipam.allocator import Assignment
+from raylb.ipam.request import ServiceRequest
+from raylb.models import AddressPool, IPAddressPool, L2Advertisement, MetalLB, parse, select_honoured
+from raylb.models.kube import EndpointSlice, Node
+from raylb.models.service import Service
+from raylb.pools import IPAddress
+from raylb.services import deprecated_annotations, is_managed, to_request
+from raylb.snapshot import Advertisement, NodeInfo, ServiceState, Snapshot
+
+OPERATOR_NAMESPACE = "metallb-system"
+POOL_ANNOTATION = annotations.current(annotations.IP_ALLOCATED_FROM_POOL)
+
+# Condition types on the MetalLB resource, as the MetalLB Operator reports them.
+AVAILABLE, PROGRESSING, DEGRADED = "Available", "Progressing", "Degraded"
+# Condition type on pool and advertisement resources: the resource is usable as written.
+VALID = "Valid"
+
+
+# --- writes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetIngress:
+    ref: Ref
+    ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetAnnotations:
+    ref: Ref
+    annotations: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    ref: Ref
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PutL2Status:
+    ref: Ref  # the Service
+    node: str
+    interfaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeleteL2Status:
+    ref: Ref  # the Service
+
+
+@dataclass(frozen=True)
+class SetConditions:
+    ref: Ref
+    conditions: tuple[tuple[tuple[str, str], ...], ...]  # each condition as sorted items
+
+
+Write = SetIngress | SetAnnotations | RecordEvent | PutL2Status | DeleteL2Status | SetConditions
+
+
+def condition(*, type: str, status: bool, reason: str, message: str, now: datetime) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        sorted(
+            {
+                "type": type,
+                "status": "True" if status else "False",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }.items()
+        )
+    )
+
+
+def _same_conditions(observed: WireObject, wanted: Sequence[tuple[tuple[str, str], ...]]) -> bool:
+    """Equal ignoring lastTransitionTime, so re-asserting a condition writes nothing."""
+
+    def strip(items: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+        return tuple(sorted((k, str(v)) for k, v in items if k in ("type", "status", "reason", "message")))
+
+    have = [strip(c.items()) for c in (observed.get("status") or {}).get("conditions") or []]
+    return sorted(have) == sorted(strip(c) for c in wanted)
+
+
+def _conditions_write(ref: Ref, observed: WireObject, wanted: Sequence[tuple[tuple[str, str], ...]]) -> list[Write]:
+    return [] if _same_conditions(observed, wanted) else [SetConditions(ref, tuple(wanted))]
+
+
+# --- the system: which MetalLB is honoured --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SystemView:
+    metallb: MetalLB | None
+    writes: tuple[Write, ...] = ()  # conditions for ignored or invalid MetalLB resources
+
+
+def read_system(world: World, *, operator_namespace: str, now: datetime) -> SystemView:
+    parsed: list[MetalLB] = []
+    writes: list[Write] = []
+    for ref, obj in world.of_kind("MetalLB"):
+        try:
+            model = parse({**obj, "kind": "MetalLB"})
+        except ConfigError as exc:
+            message = "; ".join(str(p) for p in exc.problems)
+            wanted = [condition(type=DEGRADED, status=True, reason="InvalidSpec", message=message, now=now)]
+            writes += _conditions_write(ref, obj, wanted)
+            continue
+        assert isinstance(model, MetalLB)
+        parsed.append(model)
+    honoured = select_honoured(parsed, operator_namespace=operator_namespace, now=now)
+    for model, cond in honoured.ignored:
+        ref = Ref("MetalLB", model.metadata.namespace or "", model.metadata.name)
+        wanted = [condition(type=cond.type, status=True, reason=cond.reason, message=cond.message, now=now)]
+        writes += _conditions_write(ref, world.get(ref) or {}, wanted)
+    return SystemView(metallb=honoured.metallb, writes=tuple(writes))
+
+
+def metallb_condition_writes(
+    world: World, metallb: MetalLB, *, speakers_wanted: int, speakers_ready: int, problems: int, now: datetime
+) -> list[Write]:
+    """Available / Progressing / Degraded, as the MetalLB Operator sets them."""
+    ref = Ref("MetalLB", metallb.metadata.namespace or "", metallb.metadata.name)
+    ready = speakers_ready >= speakers_wanted
+    degraded = problems > 0
+    wanted = [
+        condition(
+            type=AVAILABLE,
+            status=ready,
+            reason="SpeakersReady" if ready else "SpeakersStarting",
+            message=f"{speakers_ready}/{speakers_wanted} speakers running",
+            now=now,
+        ),
+        condition(
+            type=PROGRESSING,
+            status=not ready,
+            reason="Deploying" if not ready else "Deployed",
+            message="waiting for speakers" if not ready else "all speakers running",
+            now=now,
+        ),
+        condition(
+            type=DEGRADED,
+            status=degraded,
+            reason="ConfigurationProblems" if degraded else "NoProblems",
+            message=f"{problems} pool or advertisement problem(s); see their status" if degraded else "",
+            now=now,
+        ),
+    ]
+    return _conditions_write(ref, world.get(ref) or {}, wanted)
+
+
+# --- pools and advertisements ---------------------------------------------------------------
+
+
+def read_config(world: World, *, operator_namespace: str) -> Config:
+    """Parse the pool and advertisement resources of the operator namespace and check them."""
+    found: dict[str, list] = {"AddressPool": [], "IPAddressPool": [], "L2Advertisement": []}
+    problems: list[Problem] = []
+    for kind, models in found.items():
+        for ref, obj in world.of_kind(kind):
+            if ref.namespace != operator_namespace:
+                continue
+            try:
+                models.append(parse({**obj, "kind": kind}))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    config = build_config(
+        address_pools=[m for m in found["AddressPool"] if isinstance(m, AddressPool)],
+        ip_address_pools=[m for m in found["IPAddressPool"] if isinstance(m, IPAddressPool)],
+        l2_advertisements=[m for m in found["L2Advertisement"] if isinstance(m, L2Advertisement)],
+    )
+    return replace(config, problems=(*problems, *config.problems)) if problems else config
+
+
+def pool_condition_writes(world: World, config: Config, *, operator_namespace: str, now: datetime) -> list[Write]:
+    """A Valid condition on every pool and advertisement: True, or False naming each problem."""
+    writes: list[Write] = []
+    for kind in ("AddressPool", "IPAddressPool", "L2Advertisement"):
+        for ref, obj in world.of_kind(kind):
+            if ref.namespace != operator_namespace:
+                continue
+            problems = config.problems_of(kind, ref.name)
+            message = "; ".join(f"{p.field}={p.value!r}: {p.message}" for p in problems)
+            wanted = [
+                condition(
+                    type=VALID,
+                    status=not problems,
+                    reason="InvalidConfiguration" if problems else "Valid",
+                    message=message,
+                    now=now,
+                )
+            ]
+            writes += _conditions_write(ref, obj, wanted)
+    return writes
+
+
+def problem_events(config: Config, *, operator_namespace: str, previous: frozenset[Problem]) -> list[Write]:
+    """A Warning event for each problem that is new since the last reconcile."""
+    return [
+        RecordEvent(Ref(p.kind, operator_namespace, p.name), "Warning", "InvalidConfiguration", str(p))
+        for p in config.problems
+        if p not in previous
+    ]
+
+
+# --- services -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """One managed LoadBalancer Service, as the operator needs it."""
+
+    ref: Ref
+    obj: WireObject
+    request: ServiceRequest | None  # None when `error` says why it cannot be parsed
+    error: AllocationError | None
+    recorded_ips: tuple[IPAddress, ...]  # status.loadBalancer.ingress, as written before
+    recorded_pool: str | None  # the ip-allocated-from-pool annotation
+    deprecated: tuple[str, ...]  # metallb.universe.tf/ annotations in use
+    external_traffic_policy: str
+    endpoint_nodes: frozenset[str]
+    has_ready_endpoint: bool
+
+    @property
+    def key(self) -> str:
+        return self.ref.key
+
+
+def _ips(texts: Iterable[str]) -> tuple[IPAddress, ...]:
+    out = []
+    for text in texts:
+        try:
+            out.append(ipaddress.ip_address(text))
+        except ValueError:
+            continue  # someone else's garbage in our status is not ours to keep
+    return tuple(out)
+
+
+def _ready_endpoints(world: World) -> dict[str, frozenset[str]]:
+    """Service key -> nodes hosting a ready endpoint; a key with an empty set has ready endpoints without node."""
+    by_service: dict[str, set[str]] = {}
+    any_ready: set[str] = set()
+    for _, obj in world.of_kind("EndpointSlice"):
+        try:
+            eps = EndpointSlice.model_validate(obj)
+        except ValueError:
+            continue
+        key = eps.service_key
+        if key is None:
+            continue
+        by_service.setdefault(key, set()).update(eps.ready_nodes())
+        if any(e.is_ready for e in eps.endpoints):
+            any_ready.add(key)
+    return {k: frozenset(by_service.get(k, ())) for k in any_ready}
+
+
+def read_services(world: World, *, load_balancer_class: str | None) -> dict[str, ServiceView]:
+    """Every managed LoadBalancer Service by key, parsed; bad annotations become `error`."""
+    namespace_labels = {
+        ref.name: dict(((obj.get("metadata") or {}).get("labels") or {})) for ref, obj in world.of_kind("Namespace")
+    }
+    ready = _ready_endpoints(world)
+    views: dict[str, ServiceView] = {}
+    for ref, obj in world.of_kind("Service"):
+        try:
+            service = Service.model_validate(obj)
+        except ValueError:
+            continue
+        if not is_managed(service, load_balancer_class=load_balancer_class):
+            continue
+        request: ServiceRequest | None = None
+        error: AllocationError | None = None
+        try:
+            request = to_request(service, namespace_labels=namespace_labels.get(ref.namespace, {}))
+        except AllocationError as exc:
+            error = exc
+        ready_nodes = ready.get(ref.key)
+        views[ref.key] = ServiceView(
+            ref=ref,
+            obj=obj,
+            request=request,
+            error=error,
+            recorded_ips=_ips(service.ingress_ips),
+            recorded_pool=service.metadata.annotations.get(POOL_ANNOTATION),
+            deprecated=deprecated_annotations(service),
+            external_traffic_policy=service.spec.external_traffic_policy or "Cluster",
+            endpoint_nodes=ready_nodes or frozenset(),
+            has_ready_endpoint=ready_nodes is not None,
+        )
+    return views
+
+
+def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Write]:
+    """Services raylb once served that are no longer managed: clear what raylb wrote."""
+    writes: list[Write] = []
+    for ref, obj in world.of_kind("Service"):
+        if ref.key in managed:
+            continue
+        notes = (obj.get("metadata") or {}).get("annotations") or {}
+        if POOL_ANNOTATION not in notes:
+            continue
+        if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            writes.append(SetIngress(ref, ()))
+        writes.append(SetAnnotations(ref, ((POOL_ANNOTATION, None),)))
+        writes.append(DeleteL2Status(ref))
+    return writes
+
+
+def recorded_assignments(views: Mapping[str, ServiceView]) -> list[Assignment]:
+    """What Kubernetes says each service holds: the allocator restores from this after a restart."""
+    return [
+        Assignment(service=v.key, ips=v.recorded_ips, pool=v.recorded_pool or "", request=v.request)
+        for v in views.values()
+        if v.recorded_ips and v.request is not None
+    ]
+
+
+Outcome = Assignment | AllocationError
+
+
+def service_writes(view: ServiceView, outcome: Outcome | None, *, last_error: str | None) -> list[Write]:
+    """Make status, annotation and events of one Service match its allocation outcome."""
+    writes: list[Write] = []
+    if isinstance(outcome, Assignment):
+        wanted = tuple(str(ip) for ip in outcome.ips)
+        if tuple(str(ip) for ip in view.recorded_ips) != wanted:
+            writes.append(SetIngress(view.ref, wanted))
+            message = f"Assigned IP {list(wanted)} from pool {outcome.pool}"
+            writes.append(RecordEvent(view.ref, "Normal", "IPAllocated", message))
+        if view.recorded_pool != outcome.pool:
+            writes.append(SetAnnotations(view.ref, ((POOL_ANNOTATION, outcome.pool),)))
+    elif isinstance(outcome, AllocationError):
+        if view.recorded_ips:
+            writes.append(SetIngress(view.ref, ()))
+        if view.recorded_pool is not None:
+            writes.append(SetAnnotations(view.ref, ((POOL_ANNOTATION, None),)))
+        if outcome.message != last_error:
+            writes.append(RecordEvent(view.ref, "Warning", "AllocationFailed", f"{outcome.reason}: {outcome.message}"))
+    return writes
+
+
+def deprecation_events(view: ServiceView) -> list[Write]:
+    if not view.deprecated:
+        return []
+    names = ", ".join(view.deprecated)
+    message = f"annotations {names} use the deprecated prefix metallb.universe.tf/; use metallb.io/ instead"
+    return [RecordEvent(view.ref, "Warning", "DeprecatedAnnotation", message)]
+
+
+def announcement_writes(
+    views: Mapping[str, ServiceView], *, announcers: Mapping[str, str], previous: Mapping[str, str]
+) -> list[Write]:
+    """ServiceL2Status and a nodeAssigned event when a service's announcing node changes."""
+    writes: list[Write] = []
+    for key, node in sorted(announcers.items()):
+        view = views.get(key)
+        if view is None or previous.get(key) == node:
+            continue
+        writes.append(PutL2Status(view.ref, node))
+        writes.append(RecordEvent(view.ref, "Normal", "nodeAssigned", f"announcing from node {node!r} with protocol layer2"))
+    for key in sorted(set(previous) - set(announcers)):
+        view = views.get(key)
+        if view is not None:
+            writes.append(DeleteL2Status(view.ref))
+    return writes
+
+
+# --- speakers and the snapshot --------------------------------------------------------------
+
+
+def speaker_nodes(world: World, metallb: MetalLB, *, ray_nodes: Mapping[str, str]) -> dict[str, NodeInfo]:
+    """Ray nodes (name -> address) that must run a speaker, with their Kubernetes labels.
+
+    A Ray node is matched to the Kubernetes Node of the same name. With a nodeSelector on the
+    MetalLB resource only nodes whose labels match it get a speaker (a Ray node without a
+    Kubernetes Node matches only an empty selector).
+    """
+    selector = metallb.spec.node_selector or {}
+    labels_by_name: dict[str, dict[str, str]] = {}
+    for ref, obj in world.of_kind("Node"):
+        try:
+            labels_by_name[ref.name] = dict(Node.model_validate(obj).metadata.labels)
+        except ValueError:
+            continue
+    out: dict[str, NodeInfo] = {}
+    for name, address in sorted(ray_nodes.items()):
+        labels = labels_by_name.get(name)
+        if selector and (labels is None or any(labels.get(k) != v for k, v in selector.items())):
+            continue
+        out[name] = NodeInfo(name=name, labels=tuple((labels or {}).items()), address=address)
+    return out
+
+
+def build_snapshot(
+    *,
+    version: int,
+    config: Config,
+    views: Mapping[str, ServiceView],
+    assignments: Mapping[str, Assignment],
+    nodes: Iterable[NodeInfo],
+) -> Snapshot:
+    services = tuple(
+        ServiceState(
+            key=key,
+            ips=assignment.ips,
+            pool=assignment.pool,
+            external_traffic_policy=views[key].external_traffic_policy,
+            endpoint_nodes=views[key].endpoint_nodes,
+            has_ready_endpoint=views[key].has_ready_endpoint,
+        )
+        for key, assignment in sorted(assignments.items())
+        if key in views and assignment.ips
+    )
+    advertisements = tuple(
+        Advertisement(
+            # a legacy AddressPool's implied advertisement may share its name with an L2Advertisement
+            name=a.name if a.kind == "L2Advertisement" else f"{a.kind}/{a.name}",
+            pools=a.pools,
+            node_selectors=a.node_selectors,
+            interfaces=a.interfaces,
+        )
+        for a in config.advertisements
+    )
+    return Snapshot(version=version, services=services, advertisements=advertisements, nodes=tuple(nodes))
+
+
+def same_content(a: Snapshot, b: Snapshot) -> bool:
+    """Equal but for the version: no need to publish a new one."""
+    return (a.services, a.advertisements, a.nodes) == (b.services, b.advertisements, b.nodes)

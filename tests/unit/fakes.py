@@ -1,0 +1,115 @@
+"""Test doubles for the operator's Ray side, and manifests in the seed's vocabulary.
+
+`FakeRay` runs the real AllocatorService in-process and answers speaker status with the real
+election, so the operator logic is exercised end to end without a Ray cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from raylb.actors.allocator import AllocatorService
+from raylb.actors.ray_ops import RayNode
+from raylb.cluster.memory import MemoryCluster
+from raylb.desired import Change
+from raylb.election import owned_ips
+from raylb.snapshot import EMPTY, NodeInfo, Snapshot
+
+NS = "metallb-system"
+
+
+class LocalDesired:
+    """raylb.desired.Desired over a MemoryCluster in this process, as one reader."""
+
+    def __init__(self, cluster: MemoryCluster, reader: str = "operator") -> None:
+        self.cluster, self.reader = cluster, reader
+
+    def wait_changes(self, *, timeout_s: float) -> list[Change]:
+        return self.cluster.wait_changes(reader=self.reader, timeout_s=timeout_s)
+
+
+class FakeRay:
+    def __init__(self, nodes: Mapping[str, str]) -> None:
+        self.node_table = {name: RayNode(name=name, node_id=f"id-{name}", address=addr) for name, addr in nodes.items()}
+        self.allocator: AllocatorService | None = None
+        self.speakers: dict[str, Snapshot] = {}
+        self.removed: list[tuple[str, bool]] = []
+        self.allocator_starts = 0
+
+    def nodes(self) -> dict[str, RayNode]:
+        return dict(self.node_table)
+
+    def call_allocator(self, method: str, **kwargs: Any) -> Any:
+        if self.allocator is None:
+            self.allocator = AllocatorService()
+            self.allocator_starts += 1
+        return getattr(self.allocator, method)(**kwargs)
+
+    def remove_allocator(self) -> None:
+        self.allocator = None
+
+    def speaker_names(self) -> set[str]:
+        return set(self.speakers)
+
+    def ensure_speaker(self, node: RayNode) -> None:
+        self.speakers.setdefault(node.name, EMPTY)
+
+    def remove_speaker(self, node: str, *, graceful: bool) -> None:
+        self.speakers.pop(node, None)
+        self.removed.append((node, graceful))
+
+    def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
+        for name in nodes:
+            if name in self.speakers:
+                self.speakers[name] = snapshot
+
+    def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
+        alive = frozenset(self.speakers)
+        return {
+            name: {"owned": [str(ip) for ip in owned_ips(node=name, snapshot=snap, alive=alive)]}
+            for name, snap in self.speakers.items()
+        }
+
+
+def metallb(name: str = "metallb", namespace: str = NS, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "metallb.io/v1beta1", "kind": "MetalLB", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def ip_pool(name: str, addresses: list[str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"addresses": addresses, **spec},
+    }
+
+
+def l2adv(name: str = "l2", **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": name, "namespace": NS}, "spec": spec}
+
+
+def service(
+    name: str, namespace: str = "default", *, annotations: Mapping[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    body = {"type": "LoadBalancer", "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name}, **spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
+        "spec": body,
+    }
+
+
+def endpoint_slice(service_name: str, nodes: list[str], namespace: str = "default", *, ready: bool = True) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": f"{service_name}-eps", "namespace": namespace, "labels": {"kubernetes.io/service-name": service_name}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [f"10.244.{i}.10"], "conditions": {"ready": ready}, "nodeName": n} for i, n in enumerate(nodes)],
+    }
+
+
+def node(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **labels}}}

@@ -1,0 +1,293 @@
+"""The operator's logic against the in-memory store, the real allocator and a fake Ray."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from raylb.actors.operator import OperatorCore
+from raylb.cluster.memory import MemoryCluster
+from raylb.desired import Ref
+from tests.unit.fakes import NS, FakeRay, LocalDesired, endpoint_slice, ip_pool, l2adv, metallb, node, service
+
+NODES = {"node1": "198.18.0.11", "node2": "198.18.0.12", "node3": "198.18.0.13"}
+
+
+@dataclass
+class System:
+    cluster: MemoryCluster
+    ray: FakeRay
+    core: OperatorCore
+
+    def settle(self, rounds: int = 3) -> None:
+        for _ in range(rounds):
+            self.core.step(timeout_s=0)
+
+    def ingress(self, name: str, namespace: str = "default") -> list[str]:
+        obj = self.cluster.get(Ref("Service", namespace, name)) or {}
+        return [i["ip"] for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress", [])]
+
+    def annotations(self, name: str, namespace: str = "default") -> dict[str, str]:
+        return (self.cluster.get(Ref("Service", namespace, name)) or {})["metadata"].get("annotations") or {}
+
+    def events(self, reason: str) -> list[Any]:
+        return [e for e in self.cluster.recorded_events() if e.reason == reason]
+
+    def conditions(self, kind: str, name: str) -> dict[str, dict[str, str]]:
+        obj = self.cluster.get(Ref(kind, NS, name)) or {}
+        return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+
+    def restart_operator(self) -> None:
+        self.core = OperatorCore(desired=LocalDesired(self.cluster, reader="restarted"), results=self.cluster, ray=self.ray)
+
+
+def seed(cluster: MemoryCluster) -> None:
+    """The seed's pools: doc-example auto-assigned, doc-example-reserved by annotation only, doc-example-ipv6."""
+    cluster.apply("MetalLB", metallb())
+    cluster.apply("IPAddressPool", ip_pool("doc-example", ["198.18.0.128-198.18.0.131"]))
+    cluster.apply("IPAddressPool", ip_pool("doc-example-reserved", ["198.18.0.192/30"], autoAssign=False))
+    cluster.apply("IPAddressPool", ip_pool("doc-example-ipv6", ["2001:db8:18::1:0/120"]))
+    cluster.apply("L2Advertisement", l2adv())
+    for name in NODES:
+        cluster.apply("Node", node(name))
+
+
+@pytest.fixture
+def system() -> Iterator[System]:
+    cluster = MemoryCluster()
+    ray = FakeRay(NODES)
+    yield System(cluster, ray, OperatorCore(desired=LocalDesired(cluster), results=cluster, ray=ray))
+
+
+def test_without_metallb_nothing_is_deployed(system: System) -> None:
+    system.cluster.apply("IPAddressPool", ip_pool("doc-example", ["198.18.0.128/30"]))
+    system.cluster.apply("Service", service("web"))
+    system.settle()
+    assert system.ray.speakers == {}
+    assert system.ray.allocator is None
+    assert system.ingress("web") == []
+
+
+def test_a_service_gets_an_ip_status_annotation_events_and_an_announcer(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node2"]))
+    system.settle()
+    assert system.ingress("web") == ["198.18.0.128"]
+    assert system.annotations("web")["metallb.io/ip-allocated-from-pool"] == "doc-example"
+    assert [e.message for e in system.events("IPAllocated")] == ["Assigned IP ['198.18.0.128'] from pool doc-example"]
+    assert set(system.ray.speakers) == set(NODES)
+    assert all(snap.services and snap.services[0].key == "default/web" for snap in system.ray.speakers.values())
+    l2 = system.cluster.l2_statuses()
+    assert set(l2) == {"default/web"} and l2["default/web"]["node"] in NODES
+    assert len(system.events("nodeAssigned")) == 1
+    assert system.conditions("MetalLB", "metallb")["Available"]["status"] == "True"
+
+
+def test_the_steady_state_writes_nothing(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node1"]))
+    system.settle()
+    before = system.cluster.write_count()
+    system.settle(rounds=5)
+    assert system.cluster.write_count() == before
+
+
+def test_the_reserved_pool_is_used_only_when_named(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("auto"))
+    system.cluster.apply("Service", service("pinned", annotations={"metallb.io/address-pool": "doc-example-reserved"}))
+    system.settle()
+    assert system.ingress("auto") == ["198.18.0.128"]
+    assert system.ingress("pinned") == ["198.18.0.192"]
+    assert system.annotations("pinned")["metallb.io/ip-allocated-from-pool"] == "doc-example-reserved"
+
+
+def test_an_ipv6_single_stack_service_gets_an_ipv6_address(system: System) -> None:
+    seed(system.cluster)
+    annotations = {"metallb.io/address-pool": "doc-example-ipv6"}
+    system.cluster.apply("Service", service("six", annotations=annotations, ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack"))
+    system.settle()
+    assert system.ingress("six") == ["2001:db8:18::1:0"]
+
+
+def test_an_allocator_restart_changes_no_ip_and_writes_nothing(system: System) -> None:
+    seed(system.cluster)
+    for name in ("a", "b", "c"):
+        system.cluster.apply("Service", service(name))
+    system.settle()
+    ips = {n: system.ingress(n) for n in "abc"}
+    writes = system.cluster.write_count()
+    system.ray.allocator = None  # the actor died; Ray starts a fresh one
+    system.cluster.delete(Ref("Service", "default", "a"))
+    system.cluster.apply("Service", service("d"))
+    system.settle()
+    assert system.ray.allocator_starts == 2 and system.core.counters.restores == 2  # one per allocator life
+    assert {n: system.ingress(n) for n in "bc"} == {n: ips[n] for n in "bc"}
+    assert system.ingress("d") == ips["a"]  # a's address was freed before d was served
+    assert system.cluster.write_count() > writes  # d was written ...
+    assert len(system.events("IPAllocated")) == 4  # ... and only d got a new event
+
+
+def test_an_operator_restart_repeats_no_write(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.settle()
+    writes = system.cluster.write_count()
+    system.restart_operator()
+    system.settle()
+    assert system.ingress("web") == ["198.18.0.128"]
+    # Only the announcement (ServiceL2Status + event) is re-asserted by the new operator instance.
+    assert system.cluster.write_count() - writes <= 2
+    assert len(system.events("IPAllocated")) == 1
+
+
+def test_a_bad_pool_is_reported_on_itself_and_does_not_take_good_ones_down(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("IPAddressPool", ip_pool("broken", ["198.18.0.300"]))
+    system.cluster.apply("Service", service("web"))
+    system.settle()
+    valid = system.conditions("IPAddressPool", "broken")["Valid"]
+    assert valid["status"] == "False" and "spec.addresses[0]" in valid["message"] and "198.18.0.300" in valid["message"]
+    assert system.conditions("IPAddressPool", "doc-example")["Valid"]["status"] == "True"
+    assert system.ingress("web") == ["198.18.0.128"]
+    warnings = system.events("InvalidConfiguration")
+    assert len(warnings) == 1 and warnings[0].ref == Ref("IPAddressPool", NS, "broken")
+    assert system.conditions("MetalLB", "metallb")["Degraded"]["status"] == "True"
+
+
+def test_an_exhausted_pool_is_reported_once_not_every_round(system: System) -> None:
+    seed(system.cluster)
+    for i in range(5):  # doc-example holds 4 addresses
+        system.cluster.apply("Service", service(f"s{i}"))
+    system.settle(rounds=6)
+    failed = system.events("AllocationFailed")
+    assert len(failed) == 1 and failed[0].ref.name == "s4" and "pool" in failed[0].message
+    assert system.ingress("s4") == []
+
+
+def test_deleting_a_service_frees_its_ip_for_the_next(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("first"))
+    system.settle()
+    system.cluster.delete(Ref("Service", "default", "first"))
+    system.cluster.apply("Service", service("second"))
+    system.settle()
+    assert system.ingress("second") == ["198.18.0.128"]
+
+
+def test_a_service_that_stops_being_a_load_balancer_is_cleared(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.settle()
+    changed = service("web", annotations=system.annotations("web"), type="ClusterIP")
+    changed["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.128"}]}}
+    system.cluster.apply("Service", changed)
+    system.settle()
+    assert system.ingress("web") == []
+    assert "metallb.io/ip-allocated-from-pool" not in system.annotations("web")
+
+
+def test_the_deprecated_annotation_prefix_works_and_is_warned_about_once(system: System) -> None:
+    seed(system.cluster)
+    old = {"metallb.universe.tf/address-pool": "doc-example-reserved"}
+    system.cluster.apply("Service", service("legacy", annotations=old))
+    system.settle(rounds=4)
+    assert system.ingress("legacy") == ["198.18.0.192"]
+    assert len(system.events("DeprecatedAnnotation")) == 1
+
+
+def test_a_malformed_annotation_is_an_event_not_a_crash(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("bad", annotations={"metallb.io/loadBalancerIPs": "not-an-ip"}))
+    system.cluster.apply("Service", service("good"))
+    system.settle()
+    assert system.ingress("good") == ["198.18.0.128"]
+    failed = system.events("AllocationFailed")
+    assert len(failed) == 1 and "not-an-ip" in failed[0].message
+    assert system.core.counters.failures == 0
+
+
+def test_only_nodes_matching_the_node_selector_get_speakers(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("MetalLB", metallb(nodeSelector={"raylb.io/speaker": "yes"}))
+    system.cluster.apply("Node", node("node2", **{"raylb.io/speaker": "yes"}))
+    system.settle()
+    assert set(system.ray.speakers) == {"node2"}
+
+
+def test_a_metallb_with_another_name_is_not_honoured_and_says_so(system: System) -> None:
+    system.cluster.apply("MetalLB", metallb(name="other"))
+    system.settle()
+    degraded = system.conditions("MetalLB", "other")["Degraded"]
+    assert degraded["status"] == "True" and "metallb" in degraded["message"]
+    assert system.ray.speakers == {}
+
+
+def test_deleting_metallb_removes_speakers_gracefully_and_the_allocator(system: System) -> None:
+    seed(system.cluster)
+    system.settle()
+    assert set(system.ray.speakers) == set(NODES)
+    system.cluster.delete(Ref("MetalLB", NS, "metallb"))
+    system.settle()
+    assert system.ray.speakers == {} and system.ray.allocator is None
+    assert sorted(system.ray.removed) == [(n, True) for n in sorted(NODES)]
+
+
+def test_a_dead_node_loses_its_speaker_and_a_new_node_gets_one(system: System) -> None:
+    seed(system.cluster)
+    system.settle()
+    del system.ray.node_table["node3"]
+    system.settle()
+    assert ("node3", False) in system.ray.removed and "node3" not in system.ray.speakers
+    system.ray.node_table["node4"] = system.ray.node_table["node1"].__class__("node4", "id-node4", "198.18.0.14")
+    system.settle()
+    assert "node4" in system.ray.speakers
+
+
+def test_local_policy_announces_from_a_node_with_an_endpoint(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("local", externalTrafficPolicy="Local"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("local", ["node3"]))
+    system.settle()
+    assert system.cluster.l2_statuses()["default/local"]["node"] == "node3"
+
+
+def test_a_failing_write_does_not_stop_the_round(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("a"))
+    system.cluster.apply("Service", service("b"))
+    original = system.cluster.set_ingress
+
+    def flaky(ref: Ref, ips: Any) -> None:
+        if ref.name == "a":
+            raise RuntimeError("API server said no")
+        original(ref, ips)
+
+    system.cluster.set_ingress = flaky  # type: ignore[method-assign]
+    system.settle()
+    assert system.ingress("b") == ["198.18.0.129"]
+    assert system.core.counters.write_failures >= 1
+    system.cluster.set_ingress = original  # type: ignore[method-assign]
+    system.settle()
+    assert system.ingress("a") == ["198.18.0.128"]
+
+
+def test_a_round_that_blows_up_is_counted_and_the_next_round_runs(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+
+    def broken(method: str, **kwargs: Any) -> Any:
+        raise ConnectionError("allocator unreachable")
+
+    real = system.ray.call_allocator
+    system.ray.call_allocator = broken  # type: ignore[method-assign]
+    system.settle(rounds=2)
+    assert system.core.counters.failures == 2 and "allocator unreachable" in system.core.counters.last_error
+    system.ray.call_allocator = real  # type: ignore[method-assign]
+    system.settle()
+    assert system.ingress("web") == ["198.18.0.128"]
