@@ -5,7 +5,9 @@ from __future__ import annotations
 from raylb.cli import LazyGroup
 
 # name -> "module:attribute" of the click command that runs that benchmark
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "arp": "raylb.actors.speaker.bench:command",
+}
 
 
 group = LazyGroup(name="bench", lazy=BENCHMARKS, help="Run a benchmark and print its figures as JSON.")

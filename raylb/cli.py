@@ -14,6 +14,7 @@ import click
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
     "bench": "raylb.bench:group",
+    "lab": "raylb.cluster.lab.cli:group",
     "crds": "raylb.crds:command",
 }
 

@@ -1,0 +1,91 @@
+"""`raylb lab up|down|status`: the lab from the command line.
+
+`up` leaves the lab running after the command exits (its processes live in the namespaces);
+`down` needs nothing but the lab's name, so it also cleans up after a crashed run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from raylb.cluster.lab import lab as lab_module
+from raylb.cluster.lab import netns as ns
+from raylb.cluster.lab.lab import Lab, LabError
+from raylb.cluster.lab.ray_nodes import RayOptions
+from raylb.cluster.lab.topology import DEFAULT_LAB_NAME, MAX_NODES, SEED_POOLS, parse_netns_name
+
+NAME_OPTION = click.option(
+    "--name", default=DEFAULT_LAB_NAME, show_default=True, help="lab name (namespaces rlb-NAME-*)"
+)
+
+
+@click.group(name="lab")
+def group() -> None:
+    """Build and remove the network-namespace lab (needs root)."""
+
+
+@group.command()
+@NAME_OPTION
+@click.option("--nodes", type=click.IntRange(1, MAX_NODES), default=3, show_default=True)
+@click.option("--ray/--no-ray", default=True, show_default=True, help="start a Ray cluster")
+@click.option("--http/--no-http", default=True, show_default=True, help="HTTP server per node")
+@click.option(
+    "--ray-system-config", default="{}", metavar="JSON",
+    help="Ray system config for the head, e.g. '{\"health_check_period_ms\": 500}'",
+)  # fmt: skip
+def up(name: str, nodes: int, ray: bool, http: bool, ray_system_config: str) -> None:
+    """Build a lab: bridge, control, NODES nodes and a client."""
+    start_s = time.monotonic()
+    try:
+        system_config = json.loads(ray_system_config)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--ray-system-config") from exc
+    options = RayOptions(system_config=system_config)
+    try:
+        lab = Lab.up(name=name, nodes=nodes, ray=ray, http=http, ray_options=options)
+    except LabError as exc:
+        raise click.ClickException(str(exc)) from exc
+    took_s = time.monotonic() - start_s
+    click.echo(f"lab {name!r} is up in {took_s:.1f} s")
+    for host in lab.hosts:
+        line = f"{host.name:<8} {host.netns:<22} {host.ipv4!s:<13} {host.ipv6!s:<18} {host.mac}"
+        click.echo(f"  {line}")
+    click.echo(f"  pools: {', '.join(f'{k}={v}' for k, v in SEED_POOLS.items())}")
+    if ray:
+        click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}")
+    click.echo(f"run commands inside with: ip netns exec {lab.client.netns} <command>")
+    click.echo(f"remove with: raylb lab down --name {name}")
+
+
+@group.command()
+@NAME_OPTION
+@click.option("--all", "all_labs", is_flag=True, help="remove EVERY rlb-* namespace on this host")
+def down(name: str, all_labs: bool) -> None:
+    """Remove a lab (idempotent)."""
+    removed = lab_module.down_all() if all_labs else lab_module.down(name)
+    listing = f": {', '.join(removed)}" if removed else ""
+    click.echo(f"removed {len(removed)} namespaces{listing}")
+
+
+@group.command()
+@NAME_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def status(name: str, as_json: bool) -> None:
+    """Show the lab's namespaces and how many processes run in each."""
+    hosts = {
+        parse_netns_name(n)[1]: {"netns": n, "processes": len(ns.pids(n))}  # type: ignore[index]
+        for n in lab_module.lab_namespaces(name)
+    }
+    report = {"name": name, "running": bool(hosts), "hosts": hosts}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not hosts:
+        click.echo(f"lab {name!r} is not running")
+        return
+    click.echo(f"lab {name!r}:")
+    for host, info in hosts.items():
+        click.echo(f"  {host:<8} {info['netns']:<22} {info['processes']} processes")

@@ -1,0 +1,315 @@
+"""The lab: a bridge, a control host, N nodes and a client, each in its own network namespace.
+
+`Lab.up()` builds it (and optionally Ray and the per-node HTTP servers), `Lab.down()` or the
+module-level `down(name)` removes it. Teardown works from namespace names alone: every
+namespace of lab NAME is called rlb-NAME-<host>, so a lab left behind by a crashed test run is
+removed by `raylb lab down --name NAME` without any state file. The state file the lab writes
+(flags such as whether Ray runs) is a convenience for `Lab.attach()` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from raylb.cluster.lab import build, hosts, ray_nodes
+from raylb.cluster.lab import netns as ns
+from raylb.cluster.lab.topology import (
+    BRIDGE_HOST,
+    CLIENT,
+    CONTROL,
+    DEFAULT_LAB_NAME,
+    NETNS_PREFIX,
+    Host,
+    bridge_netns,
+    check_lab_name,
+    lab_netns_prefix,
+    make_host,
+    node_index,
+    parse_netns_name,
+    plan_hosts,
+)
+from raylb.errors import RaylbError
+
+#: Per-lab directory for logs, Ray temp dirs and the optional state file. Short on purpose:
+#: Ray puts Unix sockets below it and socket paths are limited to 107 bytes.
+STATE_ROOT = Path("/tmp")
+STATE_FILE = "lab.json"
+HTTP_READY_TIMEOUT_S = 20.0
+
+
+class LabError(RaylbError):
+    """The lab cannot be built or found as asked."""
+
+
+def state_dir(name: str) -> Path:
+    return STATE_ROOT / f"{NETNS_PREFIX}{check_lab_name(name)}"
+
+
+def lab_namespaces(name: str) -> list[str]:
+    """Existing namespaces of lab `name`, found by name alone."""
+    prefix = lab_netns_prefix(name)
+    return [n for n in ns.list_netns() if n.startswith(prefix) and parse_netns_name(n)]
+
+
+def _teardown(namespaces: Sequence[str]) -> list[str]:
+    """Kill every process in the namespaces (TERM, grace, KILL), then delete them (bridge last)."""
+    ordered = sorted(namespaces, key=lambda n: n.endswith(f"-{BRIDGE_HOST}"))
+    survivors = ns.kill_all(ordered)
+    for name in ordered:
+        ns.remove(name)
+    return survivors
+
+
+def down(name: str = DEFAULT_LAB_NAME) -> list[str]:
+    """Remove lab `name` (idempotent). Returns the namespaces it removed."""
+    namespaces = lab_namespaces(name)
+    _teardown(namespaces)
+    shutil.rmtree(state_dir(name), ignore_errors=True)
+    return namespaces
+
+
+def down_all() -> list[str]:
+    """Remove every namespace named rlb-*: all labs on this machine, whoever started them."""
+    namespaces = [n for n in ns.list_netns() if n.startswith(NETNS_PREFIX)]
+    _teardown(namespaces)
+    for netns_name in namespaces:
+        parsed = parse_netns_name(netns_name)
+        if parsed:
+            shutil.rmtree(state_dir(parsed[0]), ignore_errors=True)
+    return namespaces
+
+
+class Lab:
+    """A running lab. Build one with `Lab.up()`, find a running one with `Lab.attach()`."""
+
+    def __init__(
+        self, name: str, *, nodes: int, ray: bool, http: bool,
+        ray_options: ray_nodes.RayOptions | None = None,
+    ) -> None:  # fmt: skip
+        self.name = check_lab_name(name)
+        self.hosts: list[Host] = plan_hosts(name, nodes=nodes)
+        self.nodes: list[Host] = [h for h in self.hosts if h.is_node]
+        self.control: Host = self.host(CONTROL)
+        self.client: Host = self.host(CLIENT)
+        self.bridge_netns = bridge_netns(name)
+        self.ray = ray
+        self.http = http
+        self.ray_options = ray_options or ray_nodes.RayOptions()
+        self.state_dir = state_dir(name)
+        self._children: list[subprocess.Popen[Any]] = []
+
+    # --- life cycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def up(
+        cls, *, name: str = DEFAULT_LAB_NAME, nodes: int = 3, ray: bool = False, http: bool = True,
+        ray_options: ray_nodes.RayOptions | None = None,
+    ) -> Lab:  # fmt: skip
+        """Build the lab; on any failure remove whatever was built and re-raise."""
+        lab = cls(name, nodes=nodes, ray=ray, http=http, ray_options=ray_options)
+        existing = lab_namespaces(name)
+        if existing:
+            raise LabError(
+                f"lab {name!r} already exists (namespaces {', '.join(existing)}); "
+                f"remove it with `raylb lab down --name {name}`"
+            )
+        try:
+            lab._build()
+        except BaseException:
+            lab.down()
+            raise
+        return lab
+
+    @classmethod
+    def attach(cls, name: str = DEFAULT_LAB_NAME) -> Lab:
+        """The object for a running lab, from its namespaces (and its state file if present)."""
+        present = {parse_netns_name(n)[1] for n in lab_namespaces(name)}  # type: ignore[index]
+        node_names = sorted((h for h in present if h.startswith("node")), key=node_index)
+        if not node_names or not {CONTROL, CLIENT, BRIDGE_HOST} <= present:
+            raise LabError(f"lab {name!r} is not running (found namespaces: {sorted(present)})")
+        state: dict[str, object] = {}
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads((state_dir(name) / STATE_FILE).read_text())
+        ray_running = bool(ns.pids(make_host(name, CONTROL).netns))
+        return cls(
+            name, nodes=len(node_names), ray=bool(state.get("ray", ray_running)),
+            http=bool(state.get("http", True)),
+        )  # fmt: skip
+
+    def _build(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for netns_name in [self.bridge_netns, *(h.netns for h in self.hosts)]:
+            ns.create(netns_name)
+        build.build_bridge(self.bridge_netns)
+        for host in self.hosts:
+            build.plug_host(self.bridge_netns, host)
+            build.configure_host(host)
+        self._write_state()
+        if self.http:
+            for node in self.nodes:
+                self.start_http(node)
+            for node in self.nodes:
+                self._wait_http(node)
+        if self.ray:
+            self.start_ray()
+
+    def down(self) -> None:
+        _teardown(lab_namespaces(self.name))
+        self._reap()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    def _write_state(self) -> None:
+        state = {"nodes": len(self.nodes), "ray": self.ray, "http": self.http}
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state) + "\n")
+
+    def _reap(self) -> None:
+        for child in self._children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=1.0)
+        self._children = [c for c in self._children if c.poll() is None]
+
+    # --- hosts -----------------------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise LabError(f"lab {self.name!r} has no host {name!r}")
+
+    def _resolve(self, host: Host | str) -> Host:
+        return self.host(host) if isinstance(host, str) else host
+
+    def run(
+        self, host: Host | str, argv: Sequence[str], *, check: bool = True,
+        timeout_s: float = hosts.DEFAULT_RUN_TIMEOUT_S,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return hosts.run(self._resolve(host).netns, argv, check=check, timeout_s=timeout_s)
+
+    def popen(
+        self, host: Host | str, argv: Sequence[str], **kwargs: object
+    ) -> subprocess.Popen[Any]:
+        child = hosts.popen(self._resolve(host).netns, argv, **kwargs)
+        self._children.append(child)
+        return child
+
+    def pids(self, host: Host | str) -> list[int]:
+        return ns.pids(self._resolve(host).netns)
+
+    def kill_host(self, host: Host | str) -> None:
+        """Node failure: SIGKILL every process in the host's namespace at once."""
+        survivors = ns.kill_all([self._resolve(host).netns], graceful=False)
+        self._reap()
+        if survivors:
+            raise LabError(f"processes {survivors} in {self._resolve(host).netns} survived SIGKILL")
+
+    def link_down(self, host: Host | str, *, side: str = "bridge") -> None:
+        """Cable pulled: the host's port on the bridge (default) or its own eth0 goes down."""
+        self._set_link(self._resolve(host), up=False, side=side)
+
+    def link_up(self, host: Host | str, *, side: str = "bridge") -> None:
+        self._set_link(self._resolve(host), up=True, side=side)
+
+    def _set_link(self, host: Host, *, up: bool, side: str) -> None:
+        if side == "bridge":
+            build.set_link(self.bridge_netns, host.bridge_port, up=up)
+        elif side == "host":
+            build.set_link(host.netns, host.ifname, up=up)
+        else:
+            raise ValueError(f"side={side!r}: use 'bridge' or 'host'")
+
+    def ping(self, src: Host | str, address: object, *, timeout_s: float = 1.0) -> bool:
+        netns = self._resolve(src).netns
+        return hosts.ping(netns, address, timeout_s=timeout_s)  # type: ignore[arg-type]
+
+    def http_get(self, src: Host | str, address: object, **kwargs: object) -> tuple[int, str]:
+        return hosts.http_get(self._resolve(src).netns, address, **kwargs)  # type: ignore[arg-type]
+
+    # --- per-node HTTP server --------------------------------------------------------------------
+
+    def start_http(self, node: Host | str) -> subprocess.Popen[Any]:
+        node = self._resolve(node)
+        log = (self.state_dir / f"{node.name}-http.log").open("ab")
+        with log:
+            return self.popen(
+                node, [sys.executable, "-m", "raylb.cluster.lab.http", "--name", node.name],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def _wait_http(self, node: Host) -> None:
+        hosts.wait_until(
+            lambda: hosts.tcp_open(self.client.netns, node.ipv4, 80),
+            timeout_s=HTTP_READY_TIMEOUT_S,
+            what=f"HTTP on {node.name} ({node.ipv4}:80) from the client",
+        )
+
+    # --- Ray -------------------------------------------------------------------------------------
+
+    @property
+    def ray_address(self) -> str:
+        return ray_nodes.RAY_ADDRESS
+
+    @property
+    def dashboard_url(self) -> str:
+        return ray_nodes.DASHBOARD_URL
+
+    def _ray_temp_dir(self, host: Host) -> Path:
+        return self.state_dir / f"ray-{host.name}"
+
+    def _ray_log(self, host: Host) -> Path:
+        return self.state_dir / f"{host.name}-ray-start.log"
+
+    def start_ray(self) -> None:
+        """Head in the control namespace, then one raylet per node (started in parallel)."""
+        opts = self.ray_options
+        head = self.control
+        argv = ray_nodes.head_argv(head, temp_dir=self._ray_temp_dir(head), options=opts)
+        proc = ray_nodes.start(head, argv, log_path=self._ray_log(head), options=opts)
+        ray_nodes.wait_started(proc, host=head, log_path=self._ray_log(head))
+        started = [(node, self._start_raylet(node)) for node in self.nodes]
+        for node, proc in started:
+            ray_nodes.wait_started(proc, host=node, log_path=self._ray_log(node))
+        self.ray = True
+        self._write_state()
+        ray_nodes.wait_alive(self.control, count=1 + len(self.nodes), env=ray_nodes.ray_env(opts))
+
+    def _start_raylet(self, node: Host) -> subprocess.Popen[Any]:
+        opts = self.ray_options
+        argv = ray_nodes.node_argv(node, temp_dir=self._ray_temp_dir(node), options=opts)
+        return ray_nodes.start(node, argv, log_path=self._ray_log(node), options=opts)
+
+    def restart_node(self, node: Host | str) -> None:
+        """The machine comes back: whatever still runs is killed, then HTTP and the raylet start
+        again (same address, same Ray label)."""
+        node = self._resolve(node)
+        if not node.is_node:
+            raise LabError(f"{node.name} is not a node")
+        self.kill_host(node)
+        if self.http:
+            self.start_http(node)
+            self._wait_http(node)
+        if self.ray:
+            ray_nodes.wait_started(
+                self._start_raylet(node), host=node, log_path=self._ray_log(node)
+            )
+
+    def driver_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment for a Ray driver run with `lab.popen(lab.control, [...])`."""
+        env = ray_nodes.ray_env(self.ray_options)
+        env["RAY_ADDRESS"] = self.ray_address
+        env.update(extra or {})
+        return env
+

@@ -1,0 +1,196 @@
+"""Ray in the lab: the head in the control namespace, one raylet per node namespace.
+
+Each namespace is a machine with its own port space, so every Ray node uses Ray's default ports
+without colliding; what they would share is the filesystem, so each gets its own --temp-dir
+(sessions, sockets, logs) under the lab's state directory. Nodes carry the label
+`raylb.io/node=<name>` (and a custom resource `raylb-node-<name>: 1`) so actors can be pinned.
+
+Ray is stopped by namespace (SIGTERM/SIGKILL of the processes in it), never with `ray stop`,
+which kills by process-name pattern across the whole machine, other people's clusters included.
+
+`python -m raylb.cluster.lab.ray_nodes wait --address A --count N` (run inside the control
+namespace) polls the GCS node table until N nodes are alive; lab.py uses it for readiness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raylb.cluster.lab import hosts
+from raylb.cluster.lab.topology import CONTROL_HOST_BYTE, SUBNET_V4, Host
+
+#: GCS port of the head. Every lab has its own control namespace, so the default port is free.
+GCS_PORT = 6379
+DASHBOARD_PORT = 8265
+#: Object store per Ray node: small, the box is shared (Ray's minimum is 75 MiB).
+OBJECT_STORE_BYTES = 100 * 1024 * 1024
+NUM_CPUS = 1
+NODE_LABEL = "raylb.io/node"
+ROLE_LABEL = "raylb.io/role"
+#: `ray start` itself returns once the node's processes run; registration follows shortly.
+RAY_START_TIMEOUT_S = 120.0
+NODES_ALIVE_TIMEOUT_S = 60.0
+
+HEAD_IPV4 = SUBNET_V4.network_address + CONTROL_HOST_BYTE
+RAY_ADDRESS = f"{HEAD_IPV4}:{GCS_PORT}"
+DASHBOARD_URL = f"http://{HEAD_IPV4}:{DASHBOARD_PORT}"
+
+
+def node_resource(host_name: str) -> str:
+    """Custom resource that only node `host_name` has (pinning without label selectors)."""
+    return f"raylb-node-{host_name}"
+
+
+def ray_binary() -> str:
+    return str(Path(sys.executable).parent / "ray")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """What can be tuned per lab: extra environment and GCS/raylet system config."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    system_config: Mapping[str, object] = field(default_factory=dict)
+    object_store_bytes: int = OBJECT_STORE_BYTES
+
+
+def ray_env(options: RayOptions) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Job entrypoints (`ray job submit -- python x.py`) find the venv's python and raylb.
+    venv_bin = str(Path(sys.executable).parent)
+    rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
+    env["PATH"] = os.pathsep.join([venv_bin, *rest])
+    env.update(options.env)
+    return env
+
+
+def head_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
+    argv = [
+        ray_binary(), "start", "--head",
+        "--node-ip-address", str(host.ipv4),
+        "--port", str(GCS_PORT),
+        "--include-dashboard", "true",
+        "--dashboard-host", str(host.ipv4),
+        "--dashboard-port", str(DASHBOARD_PORT),
+        "--num-cpus", str(NUM_CPUS),
+        "--object-store-memory", str(options.object_store_bytes),
+        "--temp-dir", str(temp_dir),
+        "--labels", f"{NODE_LABEL}={host.name},{ROLE_LABEL}=control",
+        "--disable-usage-stats",
+    ]  # fmt: skip
+    if options.system_config:
+        argv += ["--system-config", json.dumps(dict(options.system_config))]
+    return argv
+
+
+def node_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
+    return [
+        ray_binary(), "start",
+        "--address", RAY_ADDRESS,
+        "--node-ip-address", str(host.ipv4),
+        "--num-cpus", str(NUM_CPUS),
+        "--object-store-memory", str(options.object_store_bytes),
+        "--temp-dir", str(temp_dir),
+        "--labels", f"{NODE_LABEL}={host.name},{ROLE_LABEL}=node",
+        "--resources", json.dumps({node_resource(host.name): 1}),
+        "--disable-usage-stats",
+    ]  # fmt: skip
+
+
+def start(
+    host: Host, argv: list[str], *, log_path: Path, options: RayOptions
+) -> subprocess.Popen[Any]:
+    """Run `ray start` inside the host's namespace; its daemons stay there when it returns."""
+    log = log_path.open("ab")
+    try:
+        # Output goes to a file, not a pipe: Ray's daemons inherit it and outlive `ray start`.
+        return hosts.popen(
+            host.netns, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=ray_env(options), start_new_session=True,
+        )
+    finally:
+        log.close()
+
+
+def wait_started(proc: subprocess.Popen[Any], *, host: Host, log_path: Path) -> None:
+    try:
+        code = proc.wait(timeout=RAY_START_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise TimeoutError(f"`ray start` on {host.name} did not finish; see {log_path}") from None
+    if code != 0:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"`ray start` on {host.name} exited with {code}; {log_path}:\n{tail}")
+
+
+def wait_alive(
+    control: Host, *, count: int, env: Mapping[str, str], timeout_s: float = NODES_ALIVE_TIMEOUT_S
+) -> None:
+    """Block until `count` Ray nodes are alive, asking the GCS from inside the control namespace."""
+    argv = [
+        sys.executable, "-m", "raylb.cluster.lab.ray_nodes", "wait",
+        "--address", RAY_ADDRESS, "--count", str(count), "--timeout-s", str(timeout_s),
+    ]  # fmt: skip
+    result = subprocess.run(
+        hosts.netns_argv(control.netns, argv), capture_output=True, text=True,
+        env=dict(env), timeout=timeout_s + 30, check=False,
+    )
+    if result.returncode != 0:
+        raise TimeoutError(f"Ray nodes not alive ({count} expected): {result.stderr[-2000:]}")
+
+
+# --- runs inside the control namespace ----------------------------------------------------------
+
+
+def alive_nodes(address: str) -> list[dict[str, object]]:
+    import ray._private.state as ray_state  # noqa: PLC0415 (only this subcommand needs Ray)
+    from ray._raylet import GcsClientOptions  # noqa: PLC0415
+
+    state = ray_state.GlobalState()
+    state._initialize_global_state(
+        GcsClientOptions.create(
+            address, None, allow_cluster_id_nil=True, fetch_cluster_id_if_nil=False
+        )
+    )
+    return [n for n in state.node_table() if n["Alive"]]
+
+
+def _wait_main(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.timeout_s
+    seen = -1
+    while time.monotonic() < deadline:
+        try:
+            seen = len(alive_nodes(args.address))
+        except Exception as exc:  # the GCS may still be starting
+            print(f"waiting for GCS: {exc}", file=sys.stderr)
+        if seen >= args.count:
+            print(seen)
+            return 0
+        time.sleep(0.2)
+    print(f"{seen} of {args.count} Ray nodes alive after {args.timeout_s} s", file=sys.stderr)
+    return 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Ray helpers run inside a lab namespace")
+    sub = parser.add_subparsers(dest="command", required=True)
+    wait = sub.add_parser("wait", help="wait until COUNT Ray nodes are alive")
+    wait.add_argument("--address", required=True)
+    wait.add_argument("--count", type=int, required=True)
+    wait.add_argument("--timeout-s", type=float, default=NODES_ALIVE_TIMEOUT_S)
+    args = parser.parse_args()
+    sys.exit(_wait_main(args))
+
+
+if __name__ == "__main__":
+    main()
