@@ -6,6 +6,7 @@ from raylb.cli import LazyGroup
 
 # name -> "module:attribute" of the click command that runs that benchmark
 BENCHMARKS: dict[str, str] = {
+    "alloc": "raylb.bench_alloc:command",
     "arp": "raylb.actors.speaker.bench:command",
 }
 

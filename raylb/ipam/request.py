@@ -34,8 +34,8 @@ class ServiceRequest:
 
     key: str  # "namespace/name"
     namespace: str
-    labels: Mapping[str, str] = field(default=_EMPTY, hash=False)
-    namespace_labels: Mapping[str, str] = field(default=_EMPTY, hash=False)
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)  # read-only, shared
+    namespace_labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY, hash=False)  # read-only, shared
     # IPs the user asked for (spec.loadBalancerIP or the loadBalancerIPs annotation); at most one per family.
     requested_ips: tuple[IPAddress, ...] = ()
     # The address-pool annotation: allocate from this pool only, even if it is not auto-assign.
