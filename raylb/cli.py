@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "bench": "raylb.bench:group",
     "lab": "raylb.cluster.lab.cli:group",
     "crds": "raylb.crds:command",
+    "demo": "raylb.cluster.demo:command",
 }
 
 

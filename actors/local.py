@@ -1,0 +1,43 @@
+"""Ray's side of the operator, in this process: an allocator and no speakers.
+
+For running the operator's logic without a Ray cluster - the allocation demo, and the
+reconcile benchmark against an API server - where only allocation and the writes to
+Kubernetes matter. Implements raylb.actors.operator.RayLike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from raylb.actors.allocator import AllocatorService
+from raylb.snapshot import NodeInfo, Snapshot
+
+
+class InProcessRay:
+    def __init__(self) -> None:
+        self.allocator = AllocatorService()
+
+    def nodes(self) -> dict[str, Any]:
+        return {}
+
+    def call_allocator(self, method: str, **kwargs: Any) -> Any:
+        return getattr(self.allocator, method)(**kwargs)
+
+    def remove_allocator(self) -> None:
+        self.allocator = AllocatorService()
+
+    def speaker_names(self) -> set[str]:
+        return set()
+
+    def ensure_speaker(self, node: Any) -> None:
+        raise RuntimeError("InProcessRay runs no speakers")
+
+    def remove_speaker(self, node: str, *, graceful: bool) -> None:
+        return None
+
+    def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
+        return None
+
+    def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
+        return {}
