@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml setup.py
 	touch $@
 
 provision: $(STAMP)
+	@echo "==> provisioning etcd and kube-apiserver (cached after the first build)"
+	$(BIN)/python -m raylb.cluster.kube.provision
 
 test: provision
 	$(BIN)/python -m pytest

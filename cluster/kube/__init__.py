@@ -1,0 +1,1 @@
+"""Kubernetes side of raylb: the local control plane, and the client that talks to it."""
