@@ -8,21 +8,22 @@ Rules (MetalLB-compatible; where MetalLB leaves something to chance, raylb is de
 Requested IPs (`spec.loadBalancerIP` / the loadBalancerIPs annotation, `req.requested_ips`)
     All must lie in one pool (in the pool named by the address-pool annotation when that is
     set), at most one per family, matching the family policy; each must be free or shareable.
-    The pool's autoAssign does not matter. With avoidBuggyIPs, `.0`/`.255` are not in the pool.
+    The pool's autoAssign does not matter, but its serviceAllocation must admit the service
+    (as in MetalLB). With avoidBuggyIPs, `.0`/`.255` are not in the pool.
 address-pool annotation (`req.pool`)
     Allocate from that pool only, even when its autoAssign is false (reserved pools such as
-    doc-example-reserved). An unknown name is refused ("unknown-pool").
+    doc-example-reserved), but only when its serviceAllocation (if any) admits the service.
+    An unknown name is refused ("unknown-pool").
 Automatic assignment
     Only autoAssign pools, in the order of `raylb.ipam.poolstate` (matching serviceAllocation by
     priority, then the rest by name); the lowest free address of the first pool that fits.
 Sharing (`req.sharing_key`, rules in `raylb.ipam.sharing`)
     A service with a key first looks, in pool order, among addresses already held under its key
     for one it may join; only when none fits does it take a fresh address. So sharing packs.
-Dual stack (`req.ip_family_policy`, primary family `req.ip_families[0]`)
+Dual stack (rules in `raylb.ipam.families`)
     SingleStack: one address of the primary family. RequireDualStack: one of each family from
     the same pool, or nothing. PreferDualStack: both from the first pool that has both; else one
-    of the primary family, else one of the other. The policy decides, not the length of
-    ip_families. Addresses are listed primary family first.
+    of the primary family, else one of the other.
 Idempotence
     Allocating again with the same request returns the same assignment. A changed request keeps
     the current addresses when they still satisfy it (pool, requested IPs, family policy,
@@ -41,10 +42,13 @@ ip-not-in-pool, ip-in-use, sharing-incompatible, family-mismatch (requested IPs 
 family policy), pool-not-allowed (serviceAllocation excludes the service), no-pool (no autoAssign
 pool may serve it), family-unavailable (no candidate pool has the family), pool-exhausted.
 
-Costs: allocation is O(log k) in the fragmentation k of the pool's free set plus O(1) per
-pool-order step; first-fit over pools without serviceAllocation uses sorted lists of the pools
-that still have room, so exhausted pools cost nothing. A sharing service also looks at the
-addresses held under its key in its candidate pools.
+Costs: no pool is ever scanned. The lowest free address comes from the pool family's
+`IntervalSet` (O(log k), k = fragments of the free set); the first pool without
+serviceAllocation that has room comes from sorted "open" lists kept per family (exhausted pools
+cost nothing); pools with serviceAllocation are checked one by one (few), with the match result
+cached per (namespace, labels) until the next `set_pools`. A sharing service also looks at the
+addresses held under its own key in its candidate pools. `restore` of n assignments is
+O(n log n): it re-holds each address in a dict and builds each free set in one pass.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from raylb.errors import AllocationError
+from raylb.ipam.families import Tier, family_problem, primary_family, show, tiers_for
 from raylb.ipam.poolstate import (
     FamilyState,
     PoolState,
@@ -90,56 +95,6 @@ class Assignment:
 
 def _refuse(req: ServiceRequest, reason: str, message: str) -> AllocationError:
     return AllocationError(req.key, reason, message)
-
-
-def _primary(req: ServiceRequest) -> int:
-    return req.ip_families[0] if req.ip_families else 4
-
-
-def _tier_table() -> dict[tuple[str, int], tuple[tuple[int, ...], ...]]:
-    """(policy, primary family) -> the family combinations to try, best first."""
-    table = {}
-    for primary in (4, 6):
-        secondary = 10 - primary  # 4 <-> 6
-        table[(SINGLE_STACK, primary)] = ((primary,),)
-        table[(REQUIRE_DUAL_STACK, primary)] = ((primary, secondary),)
-        table[(PREFER_DUAL_STACK, primary)] = ((primary, secondary), (primary,), (secondary,))
-    return table
-
-
-_TIERS = _tier_table()
-
-
-def _tiers(req: ServiceRequest) -> tuple[tuple[int, ...], ...]:
-    """The family combinations to try, best first (an unknown policy counts as SingleStack)."""
-    primary = req.ip_families[0] if req.ip_families else 4
-    return _TIERS.get((req.ip_family_policy, primary)) or _TIERS[(SINGLE_STACK, primary)]
-
-
-def _open_key(tier: tuple[int, ...]) -> object:
-    """Which open list holds the general pools with room for every family of `tier`."""
-    return tier[0] if len(tier) == 1 else _BOTH
-
-
-def _show(ips: tuple[IPAddress, ...]) -> str:
-    return ", ".join(str(ip) for ip in ips) or "<none>"
-
-
-def _family_problem(req: ServiceRequest, ips: tuple[IPAddress, ...]) -> str | None:
-    """Why `ips` cannot serve `req`'s family policy, or None when they fit."""
-    policy = req.ip_family_policy
-    dual = policy in (REQUIRE_DUAL_STACK, PREFER_DUAL_STACK)
-    if len(ips) == 1:
-        if policy == REQUIRE_DUAL_STACK:
-            return f"RequireDualStack needs an IPv4 and an IPv6 address, got {_show(ips)}"
-        if not dual and ips[0].version != _primary(req):
-            return f"SingleStack IPv{_primary(req)} needs one IPv{_primary(req)} address, got {_show(ips)}"
-        return None
-    if len(ips) == 2 and ips[0].version != ips[1].version and dual:
-        return None
-    if len(ips) == 2 and ips[0].version != ips[1].version:
-        return f"SingleStack needs one address, got {_show(ips)}"
-    return f"expected one address per IP family (at most two), got {_show(ips)}"
 
 
 def _implied_request(assignment: Assignment) -> ServiceRequest:
@@ -210,9 +165,7 @@ class Allocator:
         for name, pool in pools.items():
             if name != pool.name:
                 raise ValueError(f"pool mapping key {name!r} differs from the pool's name {pool.name!r}")
-        previous = list(self._assigned.values())
-        self._install(pools)
-        return self._rebuild(previous)
+        return self._reset(pools, list(self._assigned.values()))
 
     def restore(self, assignments: Iterable[Assignment]) -> tuple[str, ...]:
         """Replace all state with `assignments`, keeping every one that is still valid.
@@ -221,8 +174,7 @@ class Allocator:
         allocation. An assignment without a `request` is checked for pool membership and
         uniqueness only (no sharing, no pinned pool, no serviceAllocation).
         """
-        self._install({name: state.pool for name, state in self._pools.items()})
-        return self._rebuild(assignments)
+        return self._reset(self.pools, assignments)
 
     # -- allocation --------------------------------------------------------------------------
 
@@ -281,12 +233,12 @@ class Allocator:
         check_allowed: bool = True,
     ) -> tuple[PoolState, Pick]:
         """Check that `req` may hold exactly `ips`; return where they live, or raise."""
-        problem = _family_problem(req, ips)
+        problem = family_problem(req, ips)
         if problem is not None:
             raise _refuse(req, "family-mismatch", problem)
         if req.requested_ips and ips is not req.requested_ips and set(ips) != set(req.requested_ips):
             # only reachable when re-checking held addresses (keep, restore): never surfaces
-            raise _refuse(req, "ip-not-requested", f"{_show(ips)} are not the requested {_show(req.requested_ips)}")
+            raise _refuse(req, "ip-not-requested", f"{show(ips)} are not the requested {show(req.requested_ips)}")
         state: PoolState | None = None
         pick: Pick = []
         for ip in ips:
@@ -295,12 +247,12 @@ class Allocator:
                 why = f" (pool {found[0].name!r} avoids .0/.255 addresses, avoidBuggyIPs)" if found else ""
                 raise _refuse(req, "ip-not-in-pool", f"{ip} is not in any address pool{why}")
             if state is not None and found[0] is not state:
-                raise _refuse(req, "ip-not-in-pool", f"{_show(ips)} lie in different pools; all of a service's addresses come from one pool")
+                raise _refuse(req, "ip-not-in-pool", f"{show(ips)} lie in different pools; all of a service's addresses come from one pool")
             state = found[0]
             pick.append((found[1], int(ip)))
         assert state is not None
         if req.pool is not None and req.pool != state.name:
-            raise _refuse(req, "ip-not-in-pool", f"{_show(ips)} is not in pool {req.pool!r} named by the address-pool annotation (it is in {state.name!r})")
+            raise _refuse(req, "ip-not-in-pool", f"{show(ips)} is not in pool {req.pool!r} named by the address-pool annotation (it is in {state.name!r})")
         if check_allowed and state.pool.allocation is not None:
             self._check_allowed(req, state)
         for family, value in pick:
@@ -338,7 +290,7 @@ class Allocator:
     # -- internals: choosing fresh addresses -------------------------------------------------
 
     def _choose(self, req: ServiceRequest, profile: SharingProfile | None) -> tuple[PoolState, Pick]:
-        tiers = _tiers(req)
+        tiers = tiers_for(req)
         ports = req.ports
         if req.pool is not None:
             state = self._pools[req.pool]
@@ -374,7 +326,7 @@ class Allocator:
                 pick = self._offer_pool(state, tier, req.key, profile, ports, shared_only=False)
                 if pick is not None:
                     return state, pick
-            open_ranks = self._open[_open_key(tier)]
+            open_ranks = self._open[tier[0] if len(tier) == 1 else _BOTH]
             if open_ranks:
                 state = self._by_rank[open_ranks[0]]
                 pick = self._offer_pool(state, tier, req.key, profile, ports, shared_only=False)
@@ -393,14 +345,14 @@ class Allocator:
                 for value in sorted(held):
                     if conflict(family.users[value], service, profile, ports) is None:
                         return value, True
-        if family.total > len(family.users):
+        if family.has_room():
             return family.lowest_free(), False
         return None, False
 
     def _offer_pool(
         self,
         state: PoolState,
-        tier: tuple[int, ...],
+        tier: Tier,
         service: str,
         profile: SharingProfile | None,
         ports: tuple[PortSpec, ...],
@@ -451,7 +403,7 @@ class Allocator:
                     ranked.append((len(selective) + rank, name))
         return [self._pools[name] for _, name in sorted(ranked)]
 
-    def _why_not(self, req: ServiceRequest, candidates: list[PoolState], tiers: tuple[tuple[int, ...], ...]) -> AllocationError:
+    def _why_not(self, req: ServiceRequest, candidates: list[PoolState], tiers: tuple[Tier, ...]) -> AllocationError:
         names = ", ".join(repr(s.name) for s in candidates[:5]) + (", ..." if len(candidates) > 5 else "")
         if not any(all(v in s.families for v in tier) for s in candidates for tier in tiers):
             wanted = " or ".join("+".join(f"IPv{v}" for v in tier) for tier in tiers)
@@ -479,7 +431,7 @@ class Allocator:
             family, value = pick[0]
             ips: tuple[IPAddress, ...] = (_ADDRESS[family.version](value),)
         else:
-            primary = _primary(req)
+            primary = primary_family(req)
             ips = tuple(sorted((_ADDRESS[f.version](v) for f, v in pick), key=lambda ip: ip.version != primary))
         assignment = Assignment(req.key, ips, state.name, req)
         self._assigned[req.key] = assignment
@@ -570,42 +522,18 @@ class Allocator:
             else:
                 del ranks[bisect_left(ranks, rank)]
 
-    def _install(self, pools: Mapping[str, Pool]) -> None:
-        """Fresh, empty state for `pools`: orders, address index, open lists."""
-        self._pools = {name: PoolState.build(pool) for name, pool in sorted(pools.items())}
-        self._assigned = {}
-        self._sharing_pools = {}
-        self._match_cache = {}
-        self._selective, self._general = split_auto_pools(pools)
-        self._by_rank = [self._pools[name] for name in self._general]
-        for rank, state in enumerate(self._by_rank):
-            state.general_rank = rank
-        spans: dict[int, list[tuple[int, int, str]]] = {}
-        for state in self._pools.values():
-            for version, family in state.families.items():
-                spans.setdefault(version, []).extend((first, last, state.name) for first, last in family.ranges)
-        self._index = {}
-        for version, entries in spans.items():
-            entries.sort()
-            for (_, last_a, pool_a), (first_b, _, pool_b) in zip(entries, entries[1:]):
-                if first_b <= last_a:
-                    shown = _ADDRESS[version](first_b)
-                    raise ValueError(f"pools {pool_a!r} and {pool_b!r} overlap (both hold {shown})")
-            self._index[version] = ([e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries])
-        self._open = {4: [], 6: [], _BOTH: []}
-        for state in self._pools.values():
-            self._refresh_open(state)
+    def _reset(self, pools: Mapping[str, Pool], assignments: Iterable[Assignment]) -> tuple[str, ...]:
+        """Install `pools` and re-hold every valid assignment; return the others' keys, sorted.
 
-    def _rebuild(self, assignments: Iterable[Assignment]) -> tuple[str, ...]:
-        """Re-hold every valid assignment on freshly installed pools; return the others' keys."""
+        Everything that can be refused (ValueError) is checked before any state changes.
+        """
+        ordered = sorted(assignments, key=lambda a: a.service)
+        for first, second in zip(ordered, ordered[1:]):
+            if first.service == second.service:
+                raise ValueError(f"service {first.service!r} appears twice in the assignments to restore")
+        self._install(pools)
         dropped: list[str] = []
-        seen: set[str] = set()
-        touched: set[int] = set()  # id() of families whose free set must be recomputed
-        families: list[FamilyState] = []
-        for given in sorted(assignments, key=lambda a: a.service):
-            if given.service in seen:
-                raise ValueError(f"service {given.service!r} appears twice in the assignments to restore")
-            seen.add(given.service)
+        for given in ordered:
             req = given.request if given.request is not None else _implied_request(given)
             profile = profile_of(req)
             try:
@@ -615,18 +543,41 @@ class Allocator:
                 continue
             for family, value in pick:
                 self._hold(state, family, value, req.key, profile, req.ports, take=False)
-                if id(family) not in touched:
-                    touched.add(id(family))
-                    families.append(family)
             ips = given.ips
-            if len(ips) == 2 and ips[0].version != _primary(req):
+            if len(ips) == 2 and ips[0].version != primary_family(req):
                 ips = (ips[1], ips[0])  # primary family first
             if given.pool == state.name and given.request is req and ips == given.ips:
                 self._assigned[given.service] = given
             else:
                 self._assigned[given.service] = Assignment(given.service, ips, state.name, req)
-        for family in families:
-            family.rebuild_free()
         for state in self._pools.values():
+            for family in state.families.values():
+                family.rebuild_free()  # one pass per family instead of one split per address
             self._refresh_open(state)
         return tuple(dropped)
+
+    def _install(self, pools: Mapping[str, Pool]) -> None:
+        """Fresh, empty state for `pools`: orders, address index, open lists (ValueError on overlap)."""
+        states = {name: PoolState.build(pool) for name, pool in sorted(pools.items())}
+        spans: dict[int, list[tuple[int, int, str]]] = {}
+        for state in states.values():
+            for version, family in state.families.items():
+                spans.setdefault(version, []).extend((first, last, state.name) for first, last in family.ranges)
+        index = {}
+        for version, entries in spans.items():
+            entries.sort()
+            for (_, last_a, pool_a), (first_b, _, pool_b) in zip(entries, entries[1:]):
+                if first_b <= last_a:
+                    shown = _ADDRESS[version](first_b)
+                    raise ValueError(f"pools {pool_a!r} and {pool_b!r} overlap (both hold {shown})")
+            index[version] = ([e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries])
+        self._pools = states
+        self._index = index
+        self._assigned = {}
+        self._sharing_pools = {}
+        self._match_cache = {}
+        self._selective, self._general = split_auto_pools(pools)
+        self._by_rank = [states[name] for name in self._general]
+        for rank, state in enumerate(self._by_rank):
+            state.general_rank = rank
+        self._open = {4: [], 6: [], _BOTH: []}

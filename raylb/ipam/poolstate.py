@@ -57,12 +57,6 @@ class FamilyState:
         self.users: dict[int, Entry] = {}
         self.by_key: dict[str, set[int]] = {}
 
-    def allows(self, value: int) -> bool:
-        """May this family hand out `value` at all (in a range, not excluded as buggy)?"""
-        if self.avoid_buggy and is_buggy_ipv4(value):
-            return False
-        return any(first <= value <= last for first, last in self.ranges)
-
     def has_room(self) -> bool:
         return self.total > len(self.users)
 

@@ -506,6 +506,16 @@ def test_set_pools_refuses_overlapping_pools(pools: tuple[Pool, ...], message: s
         Allocator(by_name(*pools))
 
 
+def test_a_refused_configuration_or_restore_leaves_the_state_alone() -> None:
+    allocator = populated()
+    before = (allocator.snapshot(), allocator.stats())
+    with pytest.raises(ValueError, match="overlap"):
+        allocator.set_pools(by_name(DOC, pool("clash", "198.18.0.13-198.18.0.20")))
+    with pytest.raises(ValueError, match="twice"):
+        allocator.restore([*allocator.snapshot(), allocator.snapshot()[0]])
+    assert (allocator.snapshot(), allocator.stats()) == before
+
+
 def test_set_pools_refuses_a_key_that_is_not_the_pool_name() -> None:
     with pytest.raises(ValueError, match="differs"):
         Allocator({"x": DOC})
