@@ -39,5 +39,8 @@ class InProcessRay:
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
         return None
 
+    def tell_node_dead(self, dead: str, nodes: Mapping[str, NodeInfo]) -> None:
+        return None
+
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
         return {}

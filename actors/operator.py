@@ -46,6 +46,7 @@ class RayLike(Protocol):
     def ensure_speaker(self, node: Any) -> Any: ...
     def remove_speaker(self, node: str, *, graceful: bool) -> None: ...
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None: ...
+    def tell_node_dead(self, dead: str, nodes: Mapping[str, NodeInfo]) -> None: ...
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]: ...
 
 
@@ -199,8 +200,11 @@ class OperatorCore:
         for name in nodes:
             self.ray.ensure_speaker(ray_nodes[name])
         for name in self.ray.speaker_names() - set(nodes):
-            # The node left the selector (graceful handover) or died (nothing to tell).
-            self.ray.remove_speaker(name, graceful=name in ray_nodes)
+            # The node left the selector (graceful handover) or died (its peers are told).
+            alive = name in ray_nodes
+            if not alive:
+                self.ray.tell_node_dead(name, nodes)
+            self.ray.remove_speaker(name, graceful=alive)
         self._speaker_nodes = dict(nodes)
 
     def _announcers_from(self, statuses: Mapping[str, Mapping[str, Any]], views: Mapping[str, rc.ServiceView]) -> dict[str, str]:

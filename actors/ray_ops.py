@@ -126,6 +126,13 @@ class RayOps:
                 log.warning("speaker on %s did not leave cleanly: %s", node, exc)
         ray.kill(handle, no_restart=True)
 
+    def tell_node_dead(self, dead: str, nodes: Mapping[str, NodeInfo]) -> None:
+        """Ray's node table says `dead` is gone: tell the speakers (their second signal)."""
+        for name in nodes:
+            handle = self.speaker(name)
+            if handle is not None:
+                handle.node_dead.remote(dead)  # fire and forget: heartbeats are the first signal
+
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
         """Send the snapshot to every speaker that has not acknowledged this version yet."""
         refs = {}

@@ -17,6 +17,11 @@ COMMANDS: dict[str, str] = {
     "lab": "raylb.cluster.lab.cli:group",
     "crds": "raylb.crds:command",
     "demo": "raylb.cluster.demo:command",
+    "run": "raylb.cluster.control:run_command",
+    "apply": "raylb.cluster.control:apply_command",
+    "delete": "raylb.cluster.control:delete_command",
+    "status": "raylb.cluster.control:status_command",
+    "uninstall": "raylb.cluster.control:uninstall_command",
 }
 
 

@@ -63,9 +63,16 @@ class RayOptions:
     object_store_bytes: int = OBJECT_STORE_BYTES
 
 
+#: Without GCS fault tolerance a raylet exits this long after it lost the head (Ray's default
+#: is 60 s), and its workers - the speakers - with it. raylb's data plane must outlive the
+#: control plane, so lab raylets wait an hour for the head to come back.
+GCS_RECONNECT_TIMEOUT_S = 3600
+
+
 def ray_env(options: RayOptions) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_TIMEOUT_S)
     # Job entrypoints (`ray job submit -- python x.py`) find the venv's python and raylb.
     venv_bin = str(Path(sys.executable).parent)
     rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin]

@@ -36,6 +36,7 @@ class FakeRay:
         self.speakers: dict[str, Snapshot] = {}
         self.removed: list[tuple[str, bool]] = []
         self.allocator_starts = 0
+        self.told_dead: list[str] = []
 
     def nodes(self) -> dict[str, RayNode]:
         return dict(self.node_table)
@@ -58,6 +59,9 @@ class FakeRay:
     def remove_speaker(self, node: str, *, graceful: bool) -> None:
         self.speakers.pop(node, None)
         self.removed.append((node, graceful))
+
+    def tell_node_dead(self, dead: str, nodes: Mapping[str, NodeInfo]) -> None:
+        self.told_dead.append(dead)
 
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
         for name in nodes:

@@ -244,6 +244,7 @@ def test_a_dead_node_loses_its_speaker_and_a_new_node_gets_one(system: System) -
     del system.ray.node_table["node3"]
     system.settle()
     assert ("node3", False) in system.ray.removed and "node3" not in system.ray.speakers
+    assert system.ray.told_dead == ["node3"]
     system.ray.node_table["node4"] = system.ray.node_table["node1"].__class__("node4", "id-node4", "198.18.0.14")
     system.settle()
     assert "node4" in system.ray.speakers

@@ -1,0 +1,189 @@
+"""The commands that start, inspect and remove a running raylb on a Ray cluster.
+
+    raylb run        start the detached operator (or attach to the running one)
+    raylb apply -f   put manifests into the in-memory store (clusters without Kubernetes)
+    raylb status     pools, services and speakers, from the actors (--json for scripts)
+    raylb uninstall  remove every raylb actor
+
+They connect to Ray at --address, $RAY_ADDRESS, or a local cluster; `ray job submit -- python
+-m raylb run` runs the same code as a Ray job.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import ray
+import yaml
+
+from raylb.actors.allocator import ALLOCATOR_NAME
+from raylb.actors.memory import MEMORY_NAME, start_memory
+from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, start_operator
+from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
+from raylb.reconcile import OPERATOR_NAMESPACE
+
+CALL_TIMEOUT_S = 15.0
+address_option = click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster address (default: $RAY_ADDRESS or auto).")
+
+
+def connect(address: str | None) -> None:
+    if not ray.is_initialized():
+        ray.init(address=address or "auto", namespace=RAY_NAMESPACE, logging_level="WARNING", log_to_driver=False)
+
+
+def _actor(name: str) -> Any | None:
+    try:
+        return ray.get_actor(name, namespace=RAY_NAMESPACE)
+    except ValueError:
+        return None
+
+
+@click.command("run")
+@address_option
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="Kubeconfig of the cluster to serve (default: in-cluster, then $KUBECONFIG).")
+@click.option("--memory", is_flag=True, help="Read desired state from raylb's in-memory store instead of Kubernetes.")
+@click.option("--operator-namespace", default=OPERATOR_NAMESPACE, show_default=True)
+def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str) -> None:
+    """Start the raylb operator on the Ray cluster, or attach to the one already running."""
+    connect(address)
+    existing = _actor(OPERATOR_NAME)
+    if memory:
+        start_memory(namespace=RAY_NAMESPACE)
+    if kubeconfig:
+        kubeconfig = str(Path(kubeconfig).resolve())
+    settings = OperatorSettings(
+        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig
+    )
+    handle = start_operator(settings, namespace=RAY_NAMESPACE)
+    ray.get(handle.ping.remote(), timeout=120)
+    click.echo(("attached to the running" if existing else "started the") + f" raylb operator ({settings.source})")
+
+
+@click.command("apply")
+@address_option
+@click.option("-f", "--filename", "files", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def apply_command(address: str | None, files: tuple[Path, ...]) -> None:
+    """Apply manifests to raylb's in-memory store (what kubectl apply does with Kubernetes)."""
+    connect(address)
+    store = start_memory(namespace=RAY_NAMESPACE)
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            ray.get(store.apply.remote(str(doc["kind"]), doc), timeout=CALL_TIMEOUT_S)
+            meta = doc.get("metadata") or {}
+            click.echo(f"{doc['kind']} {meta.get('namespace', '')}/{meta.get('name', '')} applied".replace(" /", " "))
+
+
+@click.command("delete")
+@address_option
+@click.argument("kind")
+@click.argument("name")
+@click.option("-n", "--namespace", default="", help="Namespace of the object ('' for cluster-scoped kinds).")
+def delete_command(address: str | None, kind: str, name: str, namespace: str) -> None:
+    """Delete one object from raylb's in-memory store."""
+    from raylb.desired import Ref  # noqa: PLC0415
+
+    connect(address)
+    store = start_memory(namespace=RAY_NAMESPACE)
+    gone = ray.get(store.delete.remote(Ref(kind, namespace, name)), timeout=CALL_TIMEOUT_S)
+    click.echo(f"{kind} {name} {'deleted' if gone else 'not found'}")
+
+
+def gather_status() -> dict[str, Any]:
+    """Everything `raylb status` shows, from the actors themselves."""
+    out: dict[str, Any] = {"operator": None, "pools": {}, "services": [], "speakers": []}
+    operator = _actor(OPERATOR_NAME)
+    if operator is not None:
+        try:
+            out["operator"] = ray.get(operator.status.remote(), timeout=CALL_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - status reports what it can reach
+            out["operator"] = {"error": str(exc)}
+    allocator = _actor(ALLOCATOR_NAME)
+    if allocator is not None:
+        try:
+            out["pools"] = ray.get(allocator.stats.remote(), timeout=CALL_TIMEOUT_S)
+            assignments = ray.get(allocator.assignments.remote(), timeout=CALL_TIMEOUT_S)
+        except Exception:  # noqa: BLE001
+            assignments = ()
+        announcers = (out["operator"] or {}).get("announcers", {})
+        out["services"] = [
+            {"service": a.service, "ips": [str(ip) for ip in a.ips], "pool": a.pool, "node": announcers.get(a.service)}
+            for a in assignments
+        ]
+    for entry in sorted(ray.util.list_named_actors(all_namespaces=True), key=lambda e: e["name"]):
+        if entry.get("namespace") != RAY_NAMESPACE or not entry["name"].startswith(SPEAKER_PREFIX):
+            continue
+        node = entry["name"][len(SPEAKER_PREFIX) :]
+        try:
+            status = ray.get(ray.get_actor(entry["name"], namespace=RAY_NAMESPACE).status.remote(), timeout=5)
+            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})), "peers_alive": status.get("alive", [])})
+        except Exception:  # noqa: BLE001 - a dead node's speaker just shows as not alive
+            out["speakers"].append({"node": node, "alive": False, "owned": []})
+    return out
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@click.command("status")
+@address_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+def status_command(address: str | None, as_json: bool) -> None:
+    """Pools, services and speakers of the running raylb."""
+    connect(address)
+    status = gather_status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
+        return
+    if status["operator"] is None:
+        click.echo("raylb is not running on this Ray cluster (start it with `raylb run`)")
+        sys.exit(1)
+    pools = [["POOL", "FAMILY", "SIZE", "USED", "FREE"]]
+    for name, stats in sorted(status["pools"].items()):
+        for family in ("ipv4", "ipv6"):
+            fam = stats[family]
+            if fam["total"]:
+                pools.append([name, family, str(fam["total"]), str(fam["in_use"]), str(fam["free"])])
+    services = [["SERVICE", "IPS", "POOL", "ANNOUNCED FROM"]]
+    services += [[s["service"], ",".join(s["ips"]), s["pool"], s["node"] or "-"] for s in status["services"]]
+    speakers = [["SPEAKER NODE", "ALIVE", "IPS OWNED"]]
+    speakers += [[s["node"], "yes" if s["alive"] else "no", ",".join(s["owned"]) or "-"] for s in status["speakers"]]
+    click.echo("\n\n".join(_table(t) for t in (pools, services, speakers)))
+
+
+@click.command("uninstall")
+@address_option
+def uninstall_command(address: str | None) -> None:
+    """Remove every raylb actor: speakers (saying goodbye first), allocator, operator, store."""
+    connect(address)
+    removed = []
+    operator = _actor(OPERATOR_NAME)
+    if operator is not None:  # first, or it would start new speakers while we remove them
+        ray.kill(operator, no_restart=True)
+        removed.append(OPERATOR_NAME)
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry.get("namespace") == RAY_NAMESPACE and entry["name"].startswith(SPEAKER_PREFIX):
+            handle = ray.get_actor(entry["name"], namespace=RAY_NAMESPACE)
+            try:
+                ray.get(handle.leave.remote(), timeout=5)
+            except Exception:  # noqa: BLE001 - killed below either way
+                pass
+            ray.kill(handle, no_restart=True)
+            removed.append(entry["name"])
+    for name in (ALLOCATOR_NAME, MEMORY_NAME):
+        handle = _actor(name)
+        if handle is not None:
+            ray.kill(handle, no_restart=True)
+            removed.append(name)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_actor(n) for n in removed):
+        time.sleep(0.2)
+    click.echo("removed: " + (", ".join(sorted(removed)) or "nothing (raylb was not running)"))
