@@ -1,0 +1,208 @@
+"""The speaker as a Ray actor: one per node, hard-pinned, holding the node's raw sockets.
+
+The actor is a thin shell: `SpeakerCore` (actors/speaker/core.py) decides, this module wires
+the real pieces into it and runs it. Ray starts the actor's worker process from the node's
+raylet, so the process lives in the node's network namespace (in the lab) or on the node
+(on real machines); everything it opens (ARP/NDP packet sockets, the heartbeat socket bound
+to the node address) belongs to that node.
+
+Threads in the actor process:
+- the speaker loop (`raylb-speaker`): `core.step` whenever a datagram arrives or timed work is
+  due, at least every `LOOP_INTERVAL_S`; it never dies: an exception is logged, counted and
+  the loop goes on;
+- the responder and link-watcher threads of actors/speaker/responder.py and interfaces.py.
+
+Ray's method calls (`push`, `status`, `leave`, `node_dead`, `ping`) run on Ray's own thread
+and only take the core's lock briefly. Nothing in this process calls Ray: Ray's node table
+(the slow second signal of a peer's death) is read by the operator, which relays deaths with
+`node_dead`; a blocking GCS call here, while the head is down, could hold the GIL and starve
+the heartbeats. Keep heavy work out of this process for the same reason.
+
+The data plane survives the control plane: nothing in the loop calls Ray, the operator or
+Kubernetes, so the speaker keeps answering for what it owns while they are gone (as long as
+the node's raylet keeps the worker alive; see RAY_gcs_rpc_server_reconnect_timeout_s).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from raylb.actors.speaker.core import SpeakerCore
+from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
+from raylb.actors.speaker.interfaces import Announcements
+from raylb.actors.speaker.responder import Responder
+from raylb.election import Interfaces
+from raylb.membership import DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, Membership
+from raylb.pools import IPAddress
+from raylb.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+NAME_PREFIX = "raylb-speaker-"
+DEFAULT_NAMESPACE = "raylb"
+# Half the heartbeat interval: a heartbeat is sent at most 25 ms late and a death is noticed
+# at most 25 ms after its deadline, small against dead_after_s (0.3 s).
+LOOP_INTERVAL_S = 0.025
+# After an exception in the loop, pause this long so a persistent error cannot spin a core.
+ERROR_PAUSE_S = 0.1
+STOP_TIMEOUT_S = 2.0
+
+
+def speaker_name(node_name: str) -> str:
+    return f"{NAME_PREFIX}{node_name}"
+
+
+class NodeAnnouncer:
+    """The core's `Announcer` on real sockets: `Announcements` over a `Responder`."""
+
+    def __init__(self) -> None:
+        self.responder = Responder()
+        self.announcements = Announcements(self.responder)
+        self.responder.start()
+        self.announcements.start()
+
+    def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
+        placed = self.announcements.announce(ip, interfaces=interfaces or None)
+        if not placed:
+            # Kept as wanted: the link watcher places it as soon as a suitable interface appears.
+            log.warning("%s has no suitable interface on this node yet (asked for %s)", ip, list(interfaces) or "auto")
+
+    def withdraw(self, ip: IPAddress) -> None:
+        self.announcements.withdraw(ip)
+
+    def counters(self) -> Mapping[str, Any]:
+        return {f"{ip}@{name}": c.as_dict() for (ip, name), c in self.responder.counters().items()}
+
+    def stop(self) -> None:
+        self.announcements.stop()
+        self.responder.stop()
+
+
+class Speaker:
+    """The actor class (wrapped by `ray.remote` in `start_speaker`)."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        node_address: str,
+        port: int = DEFAULT_PORT,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        dead_after_s: float = DEAD_AFTER_S,
+    ) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        self.node_name = node_name
+        self.node_address = node_address
+        self.errors: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._transport = UdpTransport(node_address, port=port)
+        try:
+            self._announcer = NodeAnnouncer()
+        except BaseException:
+            self._transport.close()
+            raise
+        membership = Membership(
+            node_name,
+            now_s=time.monotonic(),
+            incarnation=time.time_ns(),
+            heartbeat_interval_s=heartbeat_interval_s,
+            dead_after_s=dead_after_s,
+        )
+        self.core = SpeakerCore(membership=membership, transport=self._transport, announcer=self._announcer)
+        self._loop_thread = threading.Thread(target=self._loop, name="raylb-speaker", daemon=True)
+        self._loop_thread.start()
+        log.info("speaker %s started on %s:%d (pid %d)", node_name, node_address, port, os.getpid())
+
+    # ------------------------------------------------------------------ Ray methods
+
+    def push(self, snapshot: Snapshot) -> int:
+        """Offer a snapshot; returns the version now held (older ones are ignored)."""
+        return self.core.push(snapshot)
+
+    def status(self) -> dict[str, Any]:
+        status = self.core.status()
+        status.update(pid=os.getpid(), address=self.node_address, loop_errors=dict(self.errors),
+                      loop_running=self._loop_thread.is_alive())  # fmt: skip
+        return status
+
+    def leave(self) -> dict[str, Any]:
+        """Graceful stop: stop heartbeating, say goodbye, release every IP, close the sockets.
+        Idempotent; the actor stays up (answering `status`) until it is killed."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._loop_thread.join(STOP_TIMEOUT_S)
+            try:
+                self.core.leave(time.monotonic())
+            finally:
+                self._announcer.stop()
+                self._transport.close()
+        return self.status()
+
+    def node_dead(self, node_name: str) -> None:
+        """Ray's node table says `node_name` died: the second, slower signal, relayed by the
+        operator (which watches the table anyway). A newer heartbeat still revives the peer."""
+        self.core.on_ray_node_dead(node_name, now_s=time.monotonic())
+
+    def ping(self) -> dict[str, Any]:
+        return {"node": self.node_name, "pid": os.getpid(), "running": not self._stop.is_set()}
+
+    # ------------------------------------------------------------------ threads
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                now_s = time.monotonic()
+                self.core.step(now_s)
+                wakeup_s = self.core.next_wakeup_s()
+                timeout_s = LOOP_INTERVAL_S if wakeup_s is None else wakeup_s - time.monotonic()
+                self._transport.wait(min(LOOP_INTERVAL_S, max(0.0, timeout_s)))
+            except Exception as err:  # the loop never dies
+                self.errors[type(err).__name__] += 1
+                log.exception("speaker %s: loop step failed", self.node_name)
+                self._stop.wait(ERROR_PAUSE_S)
+
+
+# ---------------------------------------------------------------------- driver side
+
+
+def start_speaker(*, node_name: str, node_id: str, node_address: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
+    """Create (or return the running) speaker of one Ray node: named `raylb-speaker-<node>`,
+    detached, pinned to `node_id` for good (soft=False), never restarted elsewhere by Ray
+    (max_restarts=0: the operator decides), and using no CPU slot."""
+    import ray  # noqa: PLC0415
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
+
+    ipaddress.ip_address(node_address)  # fail here, not in the actor, on a malformed address
+    actor_class = ray.remote(Speaker)
+    return actor_class.options(  # type: ignore[attr-defined]
+        name=speaker_name(node_name),
+        namespace=namespace,
+        lifetime="detached",
+        get_if_exists=True,
+        max_restarts=0,
+        num_cpus=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+    ).remote(node_name=node_name, node_address=node_address)
+
+
+def find_speakers(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
+    """Node name -> handle of every live speaker actor in `namespace`."""
+    import ray  # noqa: PLC0415
+
+    found: dict[str, Any] = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name = entry["name"]
+        if entry.get("namespace") != namespace or not name.startswith(NAME_PREFIX):
+            continue
+        try:
+            found[name[len(NAME_PREFIX) :]] = ray.get_actor(name, namespace=namespace)
+        except ValueError:  # died between the listing and the lookup
+            continue
+    return dict(sorted(found.items()))

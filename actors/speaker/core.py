@@ -1,0 +1,306 @@
+"""One speaker's brain: membership + election + announcing, with every side effect injected.
+
+The speaker actor (actors/speaker/actor.py) is a thin shell around `SpeakerCore`. The core is
+plain Python without Ray, sockets or clocks of its own: the caller passes the time (`now_s`,
+monotonic seconds), a heartbeat `Transport` (real: actors/speaker/heartbeat.py) and an
+`Announcer` (real: the ARP/NDP responder behind `interfaces.Announcements`), so the whole
+failover logic runs in unit tests against fakes, with time advanced by hand.
+
+One `step(now_s)` does, in this order:
+
+1. take the newest pushed snapshot (if any) and give its node addresses to `Membership`;
+2. read every queued datagram (heartbeats and goodbyes of the peers);
+3. `Membership.tick`: peers silent for longer than `dead_after_s` die;
+4. once `Membership.ready` (start quiet, see raylb.membership), send a heartbeat to every peer
+   when one is due;
+5. if anything changed (a death, a join, a new snapshot, readiness, an earlier failure to
+   apply), re-run the election (`raylb.election.owned_ips`) and apply the `Handover` to the
+   announcer: withdraw what is no longer ours, announce what is newly ours.
+
+The announcer may fail (a link vanished, a socket error): the failure is logged and counted,
+the IP stays "not applied", and the next step after `RETRY_S` tries again. Nothing a peer
+sends and nothing the announcer raises escapes `step`.
+
+`leave(now_s)` is the clean handover: stop heartbeating, tell every peer goodbye (twice: UDP
+may drop one), then withdraw every IP. Peers re-elect as soon as the goodbye arrives, so the
+next owner announces within one datagram flight plus one loop iteration.
+
+Thread safety: one lock guards the core, so an actor may call `push`/`status`/`leave` from
+its method thread while its loop thread calls `step`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from raylb import wire
+from raylb.election import Handover, Interfaces, diff, owned_ips
+from raylb.membership import NO_CHANGE, Changes, Membership
+from raylb.pools import IPAddress
+from raylb.snapshot import EMPTY, Snapshot
+
+log = logging.getLogger(__name__)
+
+# After the announcer failed to apply a handover, try again this much later: soon enough that
+# a transient error (an interface being re-created) costs little, rare enough that a permanent
+# one does not flood the log 40 times a second.
+RETRY_S = 0.5
+# Goodbyes are sent this many times in a row: a lost goodbye would cost a full dead_after_s.
+LEAVE_COPIES = 2
+
+
+class Transport(Protocol):
+    """Datagrams to and from the peers' speakers (one fixed port on every node)."""
+
+    def send(self, data: bytes, address: str) -> None: ...
+
+    def receive(self, wait_s: float = 0.0) -> list[tuple[bytes, str]]:
+        """Queued datagrams as (payload, source address); waits at most `wait_s` for the first."""
+        ...
+
+
+class Announcer(Protocol):
+    """What answers ARP/NDP for the IPs this node owns."""
+
+    def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
+        """Answer for `ip` on `interfaces` (empty: every interface whose subnet holds it)."""
+        ...
+
+    def withdraw(self, ip: IPAddress) -> None: ...
+
+    def counters(self) -> Mapping[str, Any]:
+        """Per "ip@interface" counters, for status()."""
+        ...
+
+
+class SpeakerCore:
+    """Membership, election and announcements of one node; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        membership: Membership,
+        transport: Transport,
+        announcer: Announcer,
+        key: bytes | None = None,
+    ) -> None:
+        self.membership = membership
+        self.node = membership.self_name
+        self._transport = transport
+        self._announcer = announcer
+        self._key = key
+        self._lock = threading.RLock()
+        self._snapshot: Snapshot = EMPTY
+        self._pending: Snapshot | None = None
+        self._applied: dict[IPAddress, Interfaces] = {}  # what the announcer holds now
+        self._wanted: dict[IPAddress, Interfaces] = {}  # what the election gave us
+        self._next_heartbeat_s: float | None = None
+        self._retry_at_s: float | None = None
+        self._was_ready = False
+        self._left = False
+        self._now_s = 0.0
+        self.counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ inputs
+
+    def push(self, snapshot: Snapshot) -> int:
+        """Offer a snapshot; it is taken if newer than the one held. Returns the version held."""
+        with self._lock:
+            newest = self._pending or self._snapshot
+            if snapshot.version > newest.version:
+                self._pending = snapshot
+                return snapshot.version
+            if snapshot.version < newest.version:
+                self.counts["snapshots_ignored"] += 1
+            return newest.version
+
+    @property
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._pending or self._snapshot
+
+    def on_ray_node_dead(self, node: str, *, now_s: float) -> None:
+        """Ray's node table says `node` died (the second, slower signal)."""
+        with self._lock:
+            changes = self.membership.on_ray_node_dead(node, now_s=now_s)
+            if changes:
+                log.info("speaker %s: Ray reports %s dead", self.node, node)
+                self._reelect(now_s, changes)
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self, now_s: float) -> Handover:
+        """One iteration of the speaker loop; returns what it changed in the announcer."""
+        with self._lock:
+            self._now_s = now_s
+            if self._left:
+                return Handover(start={}, stop=frozenset())
+            changes = NO_CHANGE
+            snapshot_changed = self._take_snapshot(now_s)
+            changes |= self._receive(now_s)
+            changes |= self.membership.tick(now_s)
+            ready = self.membership.ready(now_s)
+            became_ready = ready and not self._was_ready
+            self._was_ready = ready
+            if ready:
+                self._heartbeat(now_s)
+            retry = self._retry_at_s is not None and now_s >= self._retry_at_s
+            if changes or snapshot_changed or became_ready or retry:
+                return self._reelect(now_s, changes)
+            return Handover(start={}, stop=frozenset())
+
+    def next_wakeup_s(self) -> float | None:
+        """When `step` next has timed work to do (heartbeat, death deadline, retry)."""
+        with self._lock:
+            candidates = (self._next_heartbeat_s, self.membership.next_deadline_s(), self._retry_at_s)
+            times = [t for t in candidates if t is not None]
+            return min(times) if times else None
+
+    def leave(self, now_s: float) -> None:
+        """Say goodbye to every peer, then stop announcing; idempotent."""
+        with self._lock:
+            if self._left:
+                return
+            self._left = True
+            self._next_heartbeat_s = None
+            goodbye = wire.encode(self.membership.make_leave(), key=self._key)
+            targets = self.membership.targets()
+            for _ in range(LEAVE_COPIES):
+                for peer, address in targets.items():
+                    self._send(peer, address, goodbye)
+            self.counts["leaves_sent"] += 1
+            self._wanted = {}
+            self._apply(diff(self._applied, {}), now_s)
+            log.info("speaker %s left; told %s", self.node, sorted(targets))
+
+    # ------------------------------------------------------------------ status
+
+    def owned(self) -> dict[IPAddress, Interfaces]:
+        """What the announcer holds now."""
+        with self._lock:
+            return dict(self._applied)
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            now_s = self._now_s
+            try:
+                counters = dict(self._announcer.counters())
+            except Exception as err:  # status must answer even when the responder is broken
+                counters = {"error": f"{type(err).__name__}: {err}"}
+            return {
+                "node": self.node,
+                "incarnation": self.membership.incarnation,
+                "snapshot_version": self.snapshot.version,
+                "newest_peer_snapshot_version": self.membership.newest_snapshot_version,
+                "ready": self._was_ready,
+                "left": self._left,
+                "alive": sorted(self.membership.alive()),
+                "peers": {
+                    name: {
+                        "alive": v.alive,
+                        "address": v.address,
+                        "silent_for_s": None if v.silent_for_s is None else round(v.silent_for_s, 3),
+                        "reason": v.reason,
+                    }
+                    for name, v in self.membership.view(now_s).items()
+                },
+                "owned": {str(ip): list(ifaces) for ip, ifaces in sorted(self._applied.items(), key=_ip_key)},
+                "wanted": {str(ip): list(ifaces) for ip, ifaces in sorted(self._wanted.items(), key=_ip_key)},
+                "counts": dict(self.counts),
+                "responder": counters,
+            }
+
+    # ------------------------------------------------------------------ internals
+
+    def _take_snapshot(self, now_s: float) -> bool:
+        if self._pending is None:
+            return False
+        self._snapshot, self._pending = self._pending, None
+        self.membership.set_peers(self._snapshot.peer_addresses(), now_s=now_s)
+        self.counts["snapshots"] += 1
+        return True
+
+    def _receive(self, now_s: float) -> Changes:
+        changes = NO_CHANGE
+        for data, source in self._transport.receive(0.0):
+            try:
+                datagram = wire.decode(data, key=self._key)
+            except wire.WireError as err:
+                self.counts["datagrams_invalid"] += 1
+                log.debug("speaker %s: dropped datagram from %s: %s", self.node, source, err)
+                continue
+            self.counts["datagrams"] += 1
+            changes |= self.membership.on_datagram(datagram, now_s=now_s, address=source)
+        return changes
+
+    def _heartbeat(self, now_s: float) -> None:
+        if self._next_heartbeat_s is not None and now_s < self._next_heartbeat_s:
+            return
+        interval = self.membership.heartbeat_interval_s
+        # Keep the phase, but never send a backlog of heartbeats after a stall.
+        base = self._next_heartbeat_s if self._next_heartbeat_s is not None else now_s
+        self._next_heartbeat_s = max(base + interval, now_s + interval / 2)
+        data = wire.encode(self.membership.make_heartbeat(snapshot_version=self.snapshot.version), key=self._key)
+        for peer, address in self.membership.targets().items():
+            self._send(peer, address, data)
+        self.counts["heartbeats_sent"] += 1
+
+    def _send(self, peer: str, address: str, data: bytes) -> None:
+        try:
+            self._transport.send(data, address)
+        except OSError as err:  # unreachable peer, full queue: a lost datagram, nothing more
+            self.counts["send_failed"] += 1
+            log.debug("speaker %s: send to %s (%s) failed: %s", self.node, peer, address, err)
+
+    def _reelect(self, now_s: float, changes: Changes) -> Handover:
+        if changes:
+            log.info(
+                "speaker %s: membership changed (died %s, joined %s)",
+                self.node, sorted(changes.died), sorted(changes.joined),
+            )  # fmt: skip
+        if self._left:
+            return Handover(start={}, stop=frozenset())
+        if self.membership.ready(now_s):
+            self._wanted = owned_ips(node=self.node, snapshot=self._snapshot, alive=self.membership.alive())
+        else:
+            self._wanted = {}  # start quiet: own nothing until we know who else is alive
+        self.counts["elections"] += 1
+        handover = diff(self._applied, self._wanted)
+        self._apply(handover, now_s)
+        return handover
+
+    def _apply(self, handover: Handover, now_s: float) -> None:
+        failed = False
+        for ip in sorted(handover.stop, key=_sort_key):
+            try:
+                self._announcer.withdraw(ip)
+            except Exception:
+                failed = True
+                self.counts["withdraw_failed"] += 1
+                log.exception("speaker %s: withdrawing %s failed", self.node, ip)
+                continue
+            self._applied.pop(ip, None)
+            log.info("speaker %s: stopped announcing %s", self.node, ip)
+        for ip, interfaces in sorted(handover.start.items(), key=_ip_key):
+            try:
+                self._announcer.announce(ip, interfaces)
+            except Exception:
+                failed = True
+                self.counts["announce_failed"] += 1
+                log.exception("speaker %s: announcing %s failed", self.node, ip)
+                continue
+            self._applied[ip] = interfaces
+            log.info("speaker %s: announcing %s on %s", self.node, ip, list(interfaces) or "auto")
+        self._retry_at_s = now_s + RETRY_S if failed else None
+
+
+def _sort_key(ip: IPAddress) -> tuple[int, int]:
+    return (ip.version, int(ip))
+
+
+def _ip_key(item: tuple[IPAddress, Interfaces]) -> tuple[int, int]:
+    return _sort_key(item[0])
