@@ -23,11 +23,10 @@ CALL_TIMEOUT_S = 10.0
 
 def start_memory(*, namespace: str = "raylb") -> Any:
     """The store actor, created if missing; max_concurrency lets readers block while others write."""
-    return (
-        ray.remote(MemoryCluster)
-        .options(name=MEMORY_NAME, namespace=namespace, lifetime="detached", get_if_exists=True, max_concurrency=16, num_cpus=0)
-        .remote()
-    )
+    from raylb.actors.ray_ops import control_placement  # noqa: PLC0415
+
+    options = dict(name=MEMORY_NAME, namespace=namespace, lifetime="detached", get_if_exists=True, max_concurrency=16, num_cpus=0)
+    return ray.remote(MemoryCluster).options(**options, **control_placement()).remote()
 
 
 class MemoryDesired:

@@ -295,11 +295,11 @@ def connect(settings: OperatorSettings) -> tuple[Desired, Results]:
         handle = start_memory()
         return MemoryDesired(handle), MemoryResults(handle)
     if settings.source == "kube":
-        from raylb.cluster.kube.client import api_client  # noqa: PLC0415
+        from raylb.cluster.kube.client import build_api_client  # noqa: PLC0415
         from raylb.cluster.kube.results import KubeResults  # noqa: PLC0415
         from raylb.cluster.kube.source import KubeDesired  # noqa: PLC0415
 
-        client = api_client(settings.kubeconfig)
+        client = build_api_client(settings.kubeconfig)
         return (
             KubeDesired(client, operator_namespace=settings.operator_namespace),
             KubeResults(client, operator_namespace=settings.operator_namespace),
@@ -332,12 +332,8 @@ def start_operator(settings: OperatorSettings, *, namespace: str = "raylb") -> A
     """The operator actor: named, detached, restarted by Ray; attaches to a running one."""
     import ray  # noqa: PLC0415
 
-    from raylb.actors.ray_ops import RayOps  # noqa: PLC0415
+    from raylb.actors.ray_ops import control_placement  # noqa: PLC0415
 
-    control = RayOps(namespace=namespace).control_node_id()
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
-
-    strategy = NodeAffinitySchedulingStrategy(control, soft=True) if control else "DEFAULT"
     return (
         ray.remote(OperatorActor)
         .options(
@@ -348,7 +344,7 @@ def start_operator(settings: OperatorSettings, *, namespace: str = "raylb") -> A
             max_restarts=-1,
             max_concurrency=4,
             num_cpus=0,
-            scheduling_strategy=strategy,
+            **control_placement(),
         )
         .remote(settings)
     )

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from raylb.actors.allocator import ALLOCATOR_NAME, AllocatorService
 from raylb.snapshot import NodeInfo, Snapshot
@@ -28,6 +27,16 @@ ROLE_LABEL = "raylb.io/role"
 SPEAKER_PREFIX = "raylb-speaker-"
 # Long enough for a loaded 2-core box, short enough that one dead actor cannot stall the loop.
 CALL_TIMEOUT_S = 5.0
+
+
+def control_placement() -> dict[str, Any]:
+    """Options that keep a control-plane actor on the control node (the node labelled
+    raylb.io/role=control), where one exists. A hard constraint on purpose: an operator or
+    store placed on a speaker node would die with that node and take the control plane along.
+    Without a control node (a plain local Ray) the actor goes wherever Ray puts it."""
+    if any((n.get("Labels") or {}).get(ROLE_LABEL) == "control" for n in ray.nodes() if n.get("Alive")):
+        return {"label_selector": {ROLE_LABEL: "control"}}
+    return {}
 
 
 @dataclass(frozen=True)
@@ -58,18 +67,10 @@ class RayOps:
             found[name] = RayNode(name=name, node_id=entry["NodeID"], address=entry["NodeManagerAddress"])
         return found
 
-    def control_node_id(self) -> str | None:
-        for entry in ray.nodes():
-            if entry.get("Alive") and (entry.get("Labels") or {}).get(ROLE_LABEL) == "control":
-                return str(entry["NodeID"])
-        return None
-
     # --- the allocator ---------------------------------------------------------------------
 
     def allocator(self) -> Any:
         """The allocator actor, created if missing (detached: it outlives an operator restart)."""
-        control = self.control_node_id()
-        strategy = NodeAffinitySchedulingStrategy(control, soft=True) if control else "DEFAULT"
         actor_class = ray.remote(AllocatorService)
         return actor_class.options(  # type: ignore[attr-defined]
             name=ALLOCATOR_NAME,
@@ -78,7 +79,7 @@ class RayOps:
             get_if_exists=True,
             max_restarts=-1,
             num_cpus=0,
-            scheduling_strategy=strategy,
+            **control_placement(),
         ).remote()
 
     def call_allocator(self, method: str, **kwargs: Any) -> Any:

@@ -1,0 +1,167 @@
+"""raylb end to end on a real multi-node Ray cluster in the lab (issue 4).
+
+One lab for the module: operator, allocator and in-memory store on the head (control
+namespace), a speaker on each of three Ray nodes, the client probing from its namespace.
+Tests run in file order, from observing to destructive; the Ray head is killed last.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from raylb.actors.speaker.failover_probe import ProbeRun, takeover
+from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab import Lab, down, in_netns
+from raylb.cluster.lab import system
+from tests.lab.conftest import unique_lab_name
+
+MANIFESTS = Path(__file__).parent / "manifests"
+SERVICES = ["default/web", "default/billing", "default/web6", "default/dns-tcp", "default/dns-udp", "default/local"]
+TAKEOVER_TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    name = unique_lab_name()
+    try:
+        with Lab.up(name=name, nodes=3, ray=True) as built:
+            system.start(built, manifests=[system.EXAMPLES / "demo.yaml", system.EXAMPLES / "lab-nodes.yaml", MANIFESTS / "local.yaml"])
+            system.wait_announced(built, SERVICES, timeout_s=90)
+            yield built
+    finally:
+        down(name)
+
+
+@pytest.fixture(scope="module")
+def prober(lab: Lab) -> Iterator[Prober]:
+    with in_netns(lab.client.netns):
+        probe = Prober(lab.client.ifname, ipv4=lab.client.ipv4, ipv6=lab.client.ipv6)
+    with probe:
+        yield probe
+
+
+def answering_macs(prober: Prober, ip: str) -> tuple[str, ...]:
+    address = ipaddress.ip_address(ip)
+    if address.version == 4:
+        return prober.arp(address, timeout_s=0.3, collect=True).macs  # type: ignore[arg-type]
+    return prober.ns(address, timeout_s=0.3, collect=True).macs  # type: ignore[arg-type]
+
+
+def probe_run(lab: Lab, vip: str, duration_s: float) -> ProbeRun:
+    return ProbeRun(functools.partial(lab.popen, lab.client), vip=vip, duration_s=duration_s)
+
+
+def test_every_vip_is_answered_by_exactly_its_announcing_node(lab: Lab, prober: Prober) -> None:
+    services = system.services(lab)
+    seen = 0
+    for key in SERVICES:
+        node = lab.host(services[key]["node"])
+        for ip in services[key]["ips"]:
+            assert answering_macs(prober, ip) == (node.mac,), f"{key} {ip} should be answered by {node.name} only"
+            seen += 1
+    assert seen == len(SERVICES)
+
+
+def test_http_to_a_vip_reaches_the_announcing_node(lab: Lab) -> None:
+    services = system.services(lab)
+    for key in ("default/web", "default/web6", "default/billing"):
+        vip = services[key]["ips"][0]
+        status, body = lab.http_get(lab.client, vip)
+        assert (status, body) == (200, services[key]["node"]), key
+
+
+def test_local_policy_is_announced_only_from_the_node_with_an_endpoint(lab: Lab) -> None:
+    assert system.services(lab)["default/local"]["node"] == "node3"
+
+
+def test_operator_and_allocator_crashes_change_no_ip_and_announcements_continue(lab: Lab) -> None:
+    before = system.services(lab)
+    web = before["default/web"]
+    system.kill_actor(lab, "raylb-operator")
+    system.kill_actor(lab, "raylb-allocator")
+    assert lab.http_get(lab.client, web["ips"][0]) == (200, web["node"])  # the data plane never noticed
+    # Ray restarts both; the allocator restores from the recorded status before serving anything.
+    system.wait_for(lambda: (system.status(lab)["operator"] or {}).get("snapshot_version"), timeout_s=60, what="operator back")
+    after = system.wait_announced(lab, SERVICES, timeout_s=60)
+    assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
+
+
+def test_killing_the_announcing_node_moves_its_ip_and_the_node_gets_a_speaker_again(lab: Lab) -> None:
+    web = system.services(lab)["default/web"]
+    vip, victim = web["ips"][0], web["node"]
+    with probe_run(lab, vip, duration_s=TAKEOVER_TIMEOUT_S + 10) as run:
+        run.wait_for(lambda s: any(x.ok for x in s), timeout_s=10, what="first answer")
+        killed_at = time.monotonic()
+        lab.kill_host(victim)
+        run.wait_for(
+            lambda s: takeover(s, event_s=killed_at), timeout_s=TAKEOVER_TIMEOUT_S, what=f"takeover from {victim}"
+        )
+        outage = takeover(run.stop(), event_s=killed_at)
+    assert outage is not None and outage.before == victim and outage.after not in (None, victim)
+    print(f"\nfailover {victim} -> {outage.after}: client-observed outage {outage.end_s - outage.start_s:.3f} s")
+    lab.restart_node(victim)
+    system.wait_for(lambda: victim in system.speakers_alive(lab), timeout_s=90, what=f"speaker back on {victim}")
+    system.wait_announced(lab, SERVICES, timeout_s=60)
+
+
+def test_a_node_leaving_on_purpose_hands_over_at_once(lab: Lab) -> None:
+    web = system.services(lab)["default/web"]
+    vip, leaving = web["ips"][0], web["node"]
+    staying = [n.name for n in lab.nodes if n.name != leaving]
+    manifest = Path(f"/tmp/rlb-{lab.name}-select.yaml")
+    nodes = "".join(
+        f"---\napiVersion: v1\nkind: Node\nmetadata: {{name: {n.name}, labels: {{kubernetes.io/hostname: {n.name}"
+        + (", raylb.io/speaker: 'yes'" if n.name in staying else "")
+        + "}}\n"
+        for n in lab.nodes
+    )
+    selector = "---\napiVersion: metallb.io/v1beta1\nkind: MetalLB\nmetadata: {name: metallb, namespace: metallb-system}\nspec: {nodeSelector: {raylb.io/speaker: 'yes'}}\n"
+    manifest.write_text(nodes + selector)
+    try:
+        with probe_run(lab, vip, duration_s=TAKEOVER_TIMEOUT_S + 10) as run:
+            run.wait_for(lambda s: any(x.ok for x in s), timeout_s=10, what="first answer")
+            changed_at = time.monotonic()
+            system.apply(lab, manifest)
+            run.wait_for(
+                lambda s: takeover(s, event_s=changed_at) or any(x.ok and x.node in staying and x.t > changed_at for x in s),
+                timeout_s=TAKEOVER_TIMEOUT_S,
+                what=f"handover from {leaving}",
+            )
+        system.wait_for(lambda: system.speakers_alive(lab) == set(staying), timeout_s=30, what="speaker removed")
+    finally:
+        manifest.write_text("apiVersion: metallb.io/v1beta1\nkind: MetalLB\nmetadata: {name: metallb, namespace: metallb-system}\nspec: {}\n")
+        system.apply(lab, manifest)
+        manifest.unlink()
+    system.wait_for(lambda: system.speakers_alive(lab) == {n.name for n in lab.nodes}, timeout_s=60, what="speakers back")
+
+
+def test_deleting_metallb_removes_everything_and_recreating_it_restores_the_same_ips(lab: Lab, prober: Prober) -> None:
+    before = system.services(lab)
+    system.raylb(lab, "delete", "MetalLB", "metallb", "-n", "metallb-system")
+    system.wait_for(lambda: not system.status(lab)["speakers"], timeout_s=60, what="speakers removed")
+    assert answering_macs(prober, before["default/web"]["ips"][0]) == ()
+    system.apply(lab, system.EXAMPLES / "demo.yaml")
+    after = system.wait_announced(lab, SERVICES, timeout_s=90)
+    assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
+
+
+def test_killing_the_ray_head_leaves_announcements_running(lab: Lab, prober: Prober) -> None:
+    services = system.services(lab)
+    web = services["default/web"]
+    with probe_run(lab, web["ips"][0], duration_s=8) as run:
+        run.wait_for(lambda s: any(x.ok for x in s), timeout_s=10, what="first answer")
+        killed_at = time.monotonic()
+        lab.kill_host(lab.control)  # Ray head, GCS, operator, allocator and store: the whole control plane
+        run.wait_for(lambda s: sum(x.ok and x.t > killed_at + 3 for x in s) >= 20, timeout_s=30, what="answers after the kill")
+        samples = run.stop()
+    assert {x.node for x in samples if x.ok} == {web["node"]}  # never moved, never stopped for good
+    for key in ("default/web", "default/web6"):
+        ip, node = services[key]["ips"][0], services[key]["node"]
+        assert lab.http_get(lab.client, ip) == (200, node)
+        assert answering_macs(prober, ip) == (lab.host(node).mac,)
