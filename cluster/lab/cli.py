@@ -89,3 +89,12 @@ def status(name: str, as_json: bool) -> None:
     click.echo(f"lab {name!r}:")
     for host, info in hosts.items():
         click.echo(f"  {host:<8} {info['netns']:<22} {info['processes']} processes")
+
+
+def _register_failover() -> None:
+    from raylb.cluster.lab.failover import command as failover  # noqa: PLC0415 (keeps `lab up` light)
+
+    group.add_command(failover)
+
+
+_register_failover()

@@ -1,0 +1,215 @@
+"""`raylb lab failover`: client-observed failover time, measured in a lab of its own.
+
+Builds a lab (control + 3 nodes + client, real Ray), starts raylb on the in-memory store with
+12 LoadBalancer Services (6 IPv4, 6 IPv6, endpoints on every node) so every node announces
+some VIPs of each family. Each trial picks a node, probes one IPv4 and one IPv6 VIP it
+announces from the client every 10 ms (a new TCP connection per request), fails the node -
+SIGKILL of every process in its namespace (`--mode kill`) or its link set down (`--mode
+link`) - and records the outage: last answer before the failure to first answer from another
+node. The node is then brought back and the system allowed to settle before the next trial.
+Graceful trials make the announcing speaker leave on purpose (what a drain or a node leaving
+the selector does) and measure the handover the same way.
+
+Prints one JSON object: per family p50_s, p99_s (nearest rank), max_s and every sample.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from raylb.actors.speaker.failover_probe import ProbeRun, takeover
+from raylb.cluster.lab import system
+from raylb.cluster.lab.lab import Lab, down
+
+SERVICES_PER_FAMILY = 6
+PROBE_INTERVAL_MS = 10.0
+TAKEOVER_TIMEOUT_S = 30.0
+SETTLE_TIMEOUT_S = 120.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    rounded = [round(v, 4) for v in values]
+    return {
+        "n": len(values),
+        "p50_s": percentile(rounded, 50),
+        "p99_s": percentile(rounded, 99),
+        "max_s": max(rounded) if rounded else None,
+        "samples_s": rounded,
+    }
+
+
+def bench_manifest(path: Path) -> Path:
+    """Pools, an advertisement and 2 x SERVICES_PER_FAMILY Services with endpoints on every node."""
+    docs = [
+        "apiVersion: metallb.io/v1beta1\nkind: MetalLB\nmetadata: {name: metallb, namespace: metallb-system}\nspec: {}",
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: bench-v4, namespace: metallb-system}\n"
+        "spec: {addresses: [198.18.0.224/28]}",
+        "apiVersion: metallb.io/v1beta1\nkind: IPAddressPool\nmetadata: {name: bench-v6, namespace: metallb-system}\n"
+        "spec: {addresses: ['2001:db8:18::1:100/124']}",
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: bench, namespace: metallb-system}\nspec: {}",
+    ]
+    for node in ("node1", "node2", "node3"):
+        docs.append(f"apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{kubernetes.io/hostname: {node}}}}}")
+    for family, pool in (("IPv4", "bench-v4"), ("IPv6", "bench-v6")):
+        for i in range(SERVICES_PER_FAMILY):
+            name = f"bench-{family.lower()}-{i}"
+            docs.append(
+                f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default, "
+                f"annotations: {{metallb.io/address-pool: {pool}}}}}\n"
+                f"spec: {{type: LoadBalancer, ipFamilies: [{family}], ipFamilyPolicy: SingleStack, "
+                f"selector: {{app: {name}}}, ports: [{{port: 80, protocol: TCP}}]}}"
+            )
+            endpoints = ", ".join(
+                f"{{addresses: [10.244.{n}.{i + 10}], conditions: {{ready: true}}, nodeName: node{n}}}" for n in (1, 2, 3)
+            )
+            docs.append(
+                f"apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-lab, namespace: default, "
+                f"labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nendpoints: [{endpoints}]"
+            )
+    path.write_text("\n---\n".join(docs) + "\n")
+    return path
+
+
+def keys() -> list[str]:
+    return [f"default/bench-{f}-{i}" for f in ("ipv4", "ipv6") for i in range(SERVICES_PER_FAMILY)]
+
+
+def vips_of(lab: Lab, node: str) -> dict[str, str]:
+    """One VIP per family that `node` announces now."""
+    out: dict[str, str] = {}
+    for key, svc in sorted(system.services(lab).items()):
+        if svc["node"] == node and key.startswith("default/bench-"):
+            family = "ipv6" if "ipv6" in key else "ipv4"
+            out.setdefault(family, svc["ips"][0])
+    return out
+
+
+@dataclass
+class Results:
+    outages: dict[str, list[float]] = field(default_factory=lambda: {"ipv4": [], "ipv6": []})
+    failed_requests: list[int] = field(default_factory=list)
+    graceful: list[float] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+
+def measure(lab: Lab, vips: dict[str, str], fail: Any) -> dict[str, tuple[float, int] | None]:
+    """Probe each VIP, call `fail()`, and return per family (outage seconds, failed requests)."""
+    spawn = functools.partial(lab.popen, lab.client)
+    duration_s = TAKEOVER_TIMEOUT_S + 10
+    runs = {f: ProbeRun(spawn, vip=v, duration_s=duration_s, interval_ms=PROBE_INTERVAL_MS) for f, v in vips.items()}
+    try:
+        for run in runs.values():
+            run.wait_for(lambda s: any(x.ok for x in s), timeout_s=10, what="first answer")
+        event_s = time.monotonic()
+        fail()
+        out: dict[str, tuple[float, int] | None] = {}
+        for family, run in runs.items():
+            try:
+                run.wait_for(lambda s: takeover(s, event_s=event_s), timeout_s=TAKEOVER_TIMEOUT_S, what="takeover")
+            except TimeoutError:
+                out[family] = None
+                continue
+            outage = takeover(run.stop(), event_s=event_s)
+            out[family] = None if outage is None else (outage.end_s - outage.start_s, outage.failed)
+        return out
+    finally:
+        for run in runs.values():
+            run.stop()
+
+
+def settle(lab: Lab) -> None:
+    nodes = {n.name for n in lab.nodes}
+    system.wait_for(lambda: system.speakers_alive(lab) == nodes, timeout_s=SETTLE_TIMEOUT_S, what="all speakers alive")
+    system.wait_announced(lab, keys(), timeout_s=SETTLE_TIMEOUT_S)
+    # Every node announces again what the hash gives it (the returning node took its VIPs back).
+    system.wait_for(
+        lambda: all(vips_of(lab, n) for n in nodes), timeout_s=SETTLE_TIMEOUT_S, what="every node announcing"
+    )
+
+
+def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: Any) -> Results:
+    results = Results()
+    names = [n.name for n in lab.nodes]
+    for i in range(trials):
+        victim = names[i % len(names)]
+        vips = vips_of(lab, victim)
+        fail = (lambda: lab.kill_host(victim)) if mode == "kill" else (lambda: lab.link_down(victim))
+        measured = measure(lab, vips, fail)
+        for family, value in measured.items():
+            if value is None:
+                results.missed.append(f"trial {i} {family} {vips[family]}")
+                continue
+            results.outages[family].append(value[0])
+            results.failed_requests.append(value[1])
+        log(f"trial {i + 1}/{trials}: {mode} {victim}: " + ", ".join(
+            f"{f} {v[0]:.3f} s" if v else f"{f} no takeover" for f, v in measured.items()
+        ))
+        if mode == "kill":
+            lab.restart_node(victim)
+        else:
+            lab.link_up(victim)
+        settle(lab)
+    for i in range(graceful_trials):
+        victim = names[i % len(names)]
+        vips = vips_of(lab, victim)
+        name = f"raylb-speaker-{victim}"
+        measured = measure(lab, vips, lambda: system.python(lab, f"ray.get(ray.get_actor({name!r}).leave.remote())"))
+        for family, value in measured.items():
+            if value is not None:
+                results.graceful.append(value[0])
+        log(f"graceful {i + 1}/{graceful_trials}: {victim} left: " + ", ".join(
+            f"{f} {v[0]:.3f} s" if v else f"{f} no takeover" for f, v in measured.items()
+        ))
+        system.kill_actor(lab, name, restart=False)  # the operator starts a fresh speaker there
+        settle(lab)
+    return results
+
+
+@click.command("failover")
+@click.option("--trials", default=20, show_default=True, type=click.IntRange(1, 200))
+@click.option("--mode", type=click.Choice(["kill", "link"]), default="kill", show_default=True)
+@click.option("--graceful-trials", default=6, show_default=True, type=click.IntRange(0, 100))
+@click.option("--name", default="fo", show_default=True, help="lab name (namespaces rlb-NAME-*)")
+@click.option("--json", "as_json", is_flag=True, help="print only the JSON result")
+def command(trials: int, mode: str, graceful_trials: int, name: str, as_json: bool) -> None:
+    """Measure client-observed failover in a lab of its own (needs root); removed afterwards."""
+    log = (lambda _msg: None) if as_json else click.echo
+    started = time.monotonic()
+    try:
+        with Lab.up(name=name, nodes=3, ray=True) as lab:
+            manifest = bench_manifest(Path(f"/tmp/rlb-{name}-failover.yaml"))
+            system.start(lab, manifests=[manifest])
+            settle(lab)
+            results = run_trials(lab, trials=trials, mode=mode, graceful_trials=graceful_trials, log=log)
+    finally:
+        down(name)
+    out = {
+        "mode": mode,
+        "trials": trials,
+        "probe_interval_ms": PROBE_INTERVAL_MS,
+        "ipv4": summarize(results.outages["ipv4"]),
+        "ipv6": summarize(results.outages["ipv6"]),
+        "failed_requests_p50": percentile([float(x) for x in results.failed_requests], 50),
+        "graceful_p50_s": percentile([round(v, 4) for v in results.graceful], 50),
+        "graceful_max_s": round(max(results.graceful), 4) if results.graceful else None,
+        "graceful_samples_s": [round(v, 4) for v in results.graceful],
+        "no_takeover": results.missed,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
+    click.echo(json.dumps(out, sort_keys=True))
