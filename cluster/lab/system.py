@@ -57,7 +57,7 @@ def services(lab: Lab) -> dict[str, dict[str, Any]]:
     return {s["service"]: s for s in status(lab)["services"]}
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
+def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = POLL_S) -> Any:
     """Poll `predicate` until truthy (errors count as not yet); TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
@@ -68,7 +68,7 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str) -> An
             last, value = exc, None
         if value:
             return value
-        time.sleep(POLL_S)
+        time.sleep(interval_s)
     raise TimeoutError(f"{what} not reached within {timeout_s} s" + (f" (last error: {last})" if last else ""))
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from raylb import packets
 from raylb.actors.speaker.harness import HarnessClient
 from raylb.actors.speaker.probe import Prober
 from raylb.actors.speaker.responder import DEFAULT_BURST_COUNT, DEFAULT_BURST_INTERVAL_S
-from raylb.cluster.lab import Host, Lab, down, in_netns
+from raylb.cluster.lab import Host, Lab, down, in_netns, system
 from tests.lab.conftest import unique_lab_name
 
 pytestmark = pytest.mark.root
@@ -32,15 +33,8 @@ VIP6 = IPv6Address("2001:db8:18::1:10")
 CONVERGE_S = 5.0
 
 
-def wait_for(predicate: Callable[[], object], *, timeout_s: float = CONVERGE_S, what: str) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.05)
+def wait_for(predicate: Callable[[], object], *, timeout_s: float = CONVERGE_S, what: str) -> Any:
+    return system.wait_for(predicate, timeout_s=timeout_s, what=what, interval_s=0.05)
 
 
 @pytest.fixture(scope="module")

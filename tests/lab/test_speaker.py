@@ -29,7 +29,7 @@ import pytest
 from raylb import snapshot as snap
 from raylb.actors.speaker.failover_probe import ProbeRun, Sample, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Host, Lab, down, in_netns
+from raylb.cluster.lab import Host, Lab, down, in_netns, system
 from raylb.election import pick
 from raylb.pools import IPAddress
 from tests.lab.conftest import unique_lab_name
@@ -123,14 +123,7 @@ class Driver:
 
 
 def wait_for(predicate: Callable[[], object], *, timeout_s: float = CONVERGE_S, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.1)
+    return system.wait_for(predicate, timeout_s=timeout_s, what=what, interval_s=0.1)
 
 
 @pytest.fixture(scope="module")

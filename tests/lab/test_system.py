@@ -17,8 +17,7 @@ import pytest
 
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Lab, down, in_netns
-from raylb.cluster.lab import system
+from raylb.cluster.lab import Lab, down, in_netns, system
 from tests.lab.conftest import unique_lab_name
 
 MANIFESTS = Path(__file__).parent / "manifests"
