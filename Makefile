@@ -22,8 +22,10 @@ provision: $(STAMP)
 test: provision
 	$(BIN)/python -m pytest
 
-demo: $(STAMP)
-	$(BIN)/raylb demo
+# As root: builds the lab (namespaces, Ray, Kubernetes), runs raylb in it and leaves it up.
+# DEMO_ARGS=--fresh recreates an existing demo lab.
+demo: provision
+	$(BIN)/raylb demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

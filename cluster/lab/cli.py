@@ -2,6 +2,8 @@
 
 `up` leaves the lab running after the command exits (its processes live in the namespaces);
 `down` needs nothing but the lab's name, so it also cleans up after a crashed run.
+With Kubernetes (the default) `up` prints where the API server answers and the paths of the
+admin and operator kubeconfigs; `status` shows whether it still answers.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import time
 
 import click
 
+from raylb.cluster.kube.provision import ensure_binaries
+from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import lab as lab_module
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.lab import Lab, LabError
 from raylb.cluster.lab.ray_nodes import RayOptions
 from raylb.cluster.lab.topology import DEFAULT_LAB_NAME, MAX_NODES, SEED_POOLS, parse_netns_name
+from raylb.errors import RaylbError
 
 NAME_OPTION = click.option(
     "--name", default=DEFAULT_LAB_NAME, show_default=True, help="lab name (namespaces rlb-NAME-*)"
@@ -33,10 +38,14 @@ def group() -> None:
 @click.option("--ray/--no-ray", default=True, show_default=True, help="start a Ray cluster")
 @click.option("--http/--no-http", default=True, show_default=True, help="HTTP server per node")
 @click.option(
+    "--kube/--no-kube", default=True, show_default=True,
+    help="etcd + kube-apiserver in the control namespace, CRDs and RBAC installed",
+)  # fmt: skip
+@click.option(
     "--ray-system-config", default="{}", metavar="JSON",
     help="Ray system config for the head, e.g. '{\"health_check_period_ms\": 500}'",
 )  # fmt: skip
-def up(name: str, nodes: int, ray: bool, http: bool, ray_system_config: str) -> None:
+def up(name: str, nodes: int, ray: bool, http: bool, kube: bool, ray_system_config: str) -> None:
     """Build a lab: bridge, control, NODES nodes and a client."""
     start_s = time.monotonic()
     try:
@@ -44,9 +53,11 @@ def up(name: str, nodes: int, ray: bool, http: bool, ray_system_config: str) -> 
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--ray-system-config") from exc
     options = RayOptions(system_config=system_config)
+    if kube:  # a first build takes minutes: show its progress before the lab starts
+        ensure_binaries(lambda line: click.echo(f"[provision] {line}"))
     try:
-        lab = Lab.up(name=name, nodes=nodes, ray=ray, http=http, ray_options=options)
-    except LabError as exc:
+        lab = Lab.up(name=name, nodes=nodes, ray=ray, http=http, ray_options=options, kube=kube)
+    except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     took_s = time.monotonic() - start_s
     click.echo(f"lab {name!r} is up in {took_s:.1f} s")
@@ -56,6 +67,10 @@ def up(name: str, nodes: int, ray: bool, http: bool, ray_system_config: str) -> 
     click.echo(f"  pools: {', '.join(f'{k}={v}' for k, v in SEED_POOLS.items())}")
     if ray:
         click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}")
+    if lab.kube is not None:
+        click.echo(f"  kubernetes: {lab.kube.url} (from the lab's namespaces only)")
+        click.echo(f"    admin kubeconfig:    {lab.kube.admin_kubeconfig}")
+        click.echo(f"    operator kubeconfig: {lab.kube.operator_kubeconfig}")
     click.echo(f"run commands inside with: ip netns exec {lab.client.netns} <command>")
     click.echo(f"remove with: raylb lab down --name {name}")
 
@@ -79,7 +94,10 @@ def status(name: str, as_json: bool) -> None:
         parse_netns_name(n)[1]: {"netns": n, "processes": len(ns.pids(n))}  # type: ignore[index]
         for n in lab_module.lab_namespaces(name)
     }
-    report = {"name": name, "running": bool(hosts), "hosts": hosts}
+    report: dict[str, object] = {"name": name, "running": bool(hosts), "hosts": hosts}
+    kube = _kube_report(name) if hosts else None
+    if kube is not None:
+        report["kube"] = kube
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -89,6 +107,26 @@ def status(name: str, as_json: bool) -> None:
     click.echo(f"lab {name!r}:")
     for host, info in hosts.items():
         click.echo(f"  {host:<8} {info['netns']:<22} {info['processes']} processes")
+    if kube is not None:
+        state = "answering" if kube["ready"] else "NOT answering"
+        click.echo(f"  kubernetes {kube['url']} {state} (servers running: {len(kube['alive_pids'])} of 2)")
+        click.echo(f"    admin kubeconfig:    {kube['admin_kubeconfig']}")
+        click.echo(f"    operator kubeconfig: {kube['operator_kubeconfig']}")
+
+
+def _kube_report(name: str) -> dict[str, object] | None:
+    """The lab's control plane as recorded in its state file, and whether it answers now."""
+    try:
+        lab = Lab.attach(name)
+    except LabError:
+        return None
+    if lab.kube is None:
+        return None
+    return {
+        **lab.kube.as_dict(),
+        "ready": lab_kube.ready(lab.control, lab.kube),
+        "alive_pids": lab_kube.alive_pids(lab.control, lab.kube),
+    }
 
 
 def _register_failover() -> None:

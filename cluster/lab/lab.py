@@ -1,10 +1,12 @@
 """The lab: a bridge, a control host, N nodes and a client, each in its own network namespace.
 
-`Lab.up()` builds it (and optionally Ray and the per-node HTTP servers), `Lab.down()` or the
-module-level `down(name)` removes it. Teardown works from namespace names alone: every
-namespace of lab NAME is called rlb-NAME-<host>, so a lab left behind by a crashed test run is
-removed by `raylb lab down --name NAME` without any state file. The state file the lab writes
-(flags such as whether Ray runs) is a convenience for `Lab.attach()` only.
+`Lab.up()` builds it (and optionally Ray, the per-node HTTP servers and the Kubernetes control
+plane on the control host, see kube.py), `Lab.down()` or the module-level `down(name)` removes
+it. Teardown works from namespace names alone: every namespace of lab NAME is called
+rlb-NAME-<host>, so a lab left behind by a crashed test run is removed by
+`raylb lab down --name NAME` without any state file. The state file the lab writes
+(flags such as whether Ray runs, where the API server answers) is a convenience for
+`Lab.attach()` and `raylb lab status` only.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from raylb.cluster.lab import build, hosts, ray_nodes
+from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.topology import (
     BRIDGE_HOST,
@@ -36,6 +41,9 @@ from raylb.cluster.lab.topology import (
     plan_hosts,
 )
 from raylb.errors import RaylbError
+
+if TYPE_CHECKING:
+    from raylb.cluster.kube.controlplane import ControlPlane
 
 #: Per-lab directory for logs, Ray temp dirs and the optional state file. Short on purpose:
 #: Ray puts Unix sockets below it and socket paths are limited to 107 bytes.
@@ -91,7 +99,7 @@ class Lab:
 
     def __init__(
         self, name: str, *, nodes: int, ray: bool, http: bool,
-        ray_options: ray_nodes.RayOptions | None = None,
+        ray_options: ray_nodes.RayOptions | None = None, kube: bool = False,
     ) -> None:  # fmt: skip
         self.name = check_lab_name(name)
         self.hosts: list[Host] = plan_hosts(name, nodes=nodes)
@@ -103,17 +111,26 @@ class Lab:
         self.http = http
         self.ray_options = ray_options or ray_nodes.RayOptions()
         self.state_dir = state_dir(name)
+        self.want_kube = kube
+        #: Where the lab's API server answers and its kubeconfigs (None without kube).
+        self.kube: lab_kube.LabKube | None = None
+        self._kube_plane: ControlPlane | None = None  # whose processes this object spawned
         self._children: list[subprocess.Popen[Any]] = []
+        self._state_lock = threading.Lock()  # Ray and the API server start on two threads
 
     # --- life cycle ------------------------------------------------------------------------------
 
     @classmethod
     def up(
         cls, *, name: str = DEFAULT_LAB_NAME, nodes: int = 3, ray: bool = False, http: bool = True,
-        ray_options: ray_nodes.RayOptions | None = None,
+        ray_options: ray_nodes.RayOptions | None = None, kube: bool = False,
     ) -> Lab:  # fmt: skip
-        """Build the lab; on any failure remove whatever was built and re-raise."""
-        lab = cls(name, nodes=nodes, ray=ray, http=http, ray_options=ray_options)
+        """Build the lab; on any failure remove whatever was built and re-raise.
+
+        kube=True also starts etcd + kube-apiserver in the control namespace on the control
+        address, installs the CRDs and RBAC and writes `admin.kubeconfig` and
+        `operator.kubeconfig` into the state directory (see `lab.kube`)."""
+        lab = cls(name, nodes=nodes, ray=ray, http=http, ray_options=ray_options, kube=kube)
         existing = lab_namespaces(name)
         if existing:
             raise LabError(
@@ -138,10 +155,14 @@ class Lab:
         with contextlib.suppress(OSError, ValueError):
             state = json.loads((state_dir(name) / STATE_FILE).read_text())
         ray_running = bool(ns.pids(make_host(name, CONTROL).netns))
-        return cls(
+        lab = cls(
             name, nodes=len(node_names), ray=bool(state.get("ray", ray_running)),
             http=bool(state.get("http", True)),
         )  # fmt: skip
+        if isinstance(state.get("kube"), dict):
+            lab.kube = lab_kube.LabKube.from_dict(state["kube"])  # type: ignore[arg-type]
+            lab.want_kube = True
+        return lab
 
     def _build(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -152,17 +173,27 @@ class Lab:
             build.plug_host(self.bridge_netns, host)
             build.configure_host(host)
         self._write_state()
-        if self.http:
-            for node in self.nodes:
-                self.start_http(node)
-            for node in self.nodes:
-                self._wait_http(node)
-        if self.ray:
-            self.start_ray()
+        # The API server's cold start (~10-20 s) overlaps Ray's; `with` waits for both, also
+        # when Ray fails, so no server starts after a teardown.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lab-kube") as pool:
+            kube_started = pool.submit(self.start_kube) if self.want_kube else None
+            if self.http:
+                for node in self.nodes:
+                    self.start_http(node)
+                for node in self.nodes:
+                    self._wait_http(node)
+            if self.ray:
+                self.start_ray()
+        if kube_started is not None:
+            kube_started.result()
+            self._write_state()
 
     def down(self) -> None:
         _teardown(lab_namespaces(self.name))
         self._reap()
+        if self._kube_plane is not None:
+            lab_kube.reap(self._kube_plane)
+            self._kube_plane = None
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> Lab:
@@ -172,8 +203,11 @@ class Lab:
         self.down()
 
     def _write_state(self) -> None:
-        state = {"nodes": len(self.nodes), "ray": self.ray, "http": self.http}
-        (self.state_dir / STATE_FILE).write_text(json.dumps(state) + "\n")
+        state: dict[str, object] = {"nodes": len(self.nodes), "ray": self.ray, "http": self.http}
+        if self.kube is not None:
+            state["kube"] = self.kube.as_dict()
+        with self._state_lock:
+            (self.state_dir / STATE_FILE).write_text(json.dumps(state) + "\n")
 
     def _reap(self) -> None:
         for child in self._children:
@@ -305,6 +339,17 @@ class Lab:
             ray_nodes.wait_started(
                 self._start_raylet(node), host=node, log_path=self._ray_log(node)
             )
+
+    # --- Kubernetes ------------------------------------------------------------------------------
+
+    def start_kube(self, progress: Callable[[str], None] = lambda line: None) -> lab_kube.LabKube:
+        """etcd + kube-apiserver on the control host, CRDs and RBAC installed, kubeconfigs
+        written; recorded in the state file."""
+        plane, info = lab_kube.start(self.control, state_dir=self.state_dir, progress=progress)
+        self._kube_plane, self.kube = plane, info
+        self.want_kube = True
+        self._write_state()
+        return info
 
     def driver_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a Ray driver run with `lab.popen(lab.control, [...])`."""

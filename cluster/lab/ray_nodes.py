@@ -73,6 +73,10 @@ def ray_env(options: RayOptions) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_TIMEOUT_S)
+    # Ray turns token auth on for a head when ~/.ray/auth_token exists (any local ray.init()
+    # on the machine writes one) but not for the raylets joining it, which then fail with
+    # InvalidAuthToken. The lab's cluster is reachable only inside its namespaces: say it.
+    env["RAY_AUTH_MODE"] = "disabled"
     # Job entrypoints (`ray job submit -- python x.py`) find the venv's python and raylb.
     venv_bin = str(Path(sys.executable).parent)
     rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
