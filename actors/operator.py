@@ -7,21 +7,25 @@ logic with every side effect injected (desired state, results, Ray), so tests ru
 the in-memory store and a fake Ray; `OperatorActor` is the Ray shell around it.
 
 The loop never dies: each round is wrapped, failures are logged and counted, and the next
-round starts from the cached world - every step is idempotent.
+round starts from the cached world - every step is idempotent. A desired-state source that
+persistently cannot read some kind (e.g. RBAC forbids listing Nodes) is reported on the MetalLB
+resource's Degraded condition, in status() and in the log, once it has lasted past a grace
+period. Against an API server, writes to different objects go out in parallel.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from raylb import reconcile as rc
 from raylb.actors.allocator import NotRestored, Outcome
-from raylb.desired import Change, Desired, Results, World
+from raylb.desired import Change, Desired, Ref, Results, World
 from raylb.errors import Problem
 from raylb.ipam.request import ServiceRequest
 from raylb.pools import Pool
@@ -34,6 +38,17 @@ OPERATOR_NAME = "raylb-operator"
 POLL_S = 0.25
 # Pause after a failed round (e.g. API server unreachable) so a persistent failure costs little CPU.
 FAILURE_BACKOFF_S = 0.5
+# A desired-state source error (e.g. RBAC forbids listing Nodes) is reported - MetalLB's
+# Degraded condition, status(), one ERROR log line - only once it has lasted this long and
+# been seen in at least SOURCE_ERROR_ROUNDS rounds: right after an API server restart its
+# authorizer answers 403 until its RBAC cache has filled (a second or two, plus up to 5 s of
+# the watcher's backoff before it tries again), which is nothing a user must act on.
+SOURCE_ERROR_GRACE_S = 10.0
+SOURCE_ERROR_ROUNDS = 2
+# Writes to different objects go out in parallel against a real API server, up to this many
+# at once: each is a round trip of a few ms (plus a read), and 1 000 new Services need
+# ~5 000 of them. Writes to one object keep their order.
+KUBE_WRITE_CONCURRENCY = 8
 
 
 class RayLike(Protocol):
@@ -90,6 +105,22 @@ def _reflect(world: World, write: rc.Write) -> None:
     world.apply(Change("MODIFIED", write.ref.kind, new))
 
 
+def _source_reason(error: Exception) -> str:
+    """APIAccessDenied for an RBAC denial, else APIUnavailable. ForbiddenError belongs to the
+    Kubernetes shell (raylb.cluster.kube.client); it is matched by name so this module does not
+    import the Kubernetes client."""
+    denied = any(cls.__name__ == "ForbiddenError" for cls in type(error).__mro__)
+    return rc.API_ACCESS_DENIED if denied else rc.API_UNAVAILABLE
+
+
+@dataclass
+class _SourceErrorSeen:
+    message: str
+    reason: str
+    since: datetime
+    rounds: int
+
+
 @dataclass
 class Counters:
     rounds: int = 0
@@ -109,6 +140,8 @@ class OperatorCore:
     ray: RayLike
     operator_namespace: str = rc.OPERATOR_NAMESPACE
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    write_concurrency: int = 1  # KUBE_WRITE_CONCURRENCY against an API server
+    source_error_grace_s: float = SOURCE_ERROR_GRACE_S
     world: World = field(default_factory=World)
     counters: Counters = field(default_factory=Counters)
     snapshot: Snapshot = EMPTY
@@ -118,6 +151,11 @@ class OperatorCore:
     _problems: frozenset[Problem] = frozenset()
     _announcers: dict[str, str] = field(default_factory=dict)
     _speaker_nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    _source_seen: dict[str, _SourceErrorSeen] = field(default_factory=dict)
+    source_errors: tuple[rc.SourceError, ...] = ()  # the persistent ones, as reported
+    _unsynced_report: tuple[tuple[rc.SourceError, ...], datetime] | None = None
+    _pool: ThreadPoolExecutor | None = None
+    _service_views: rc.ServiceViews = field(default_factory=rc.ServiceViews)
 
     def step(self, *, timeout_s: float = POLL_S) -> None:
         """One round: take changes (waiting up to timeout_s), then reconcile. Never raises."""
@@ -134,9 +172,11 @@ class OperatorCore:
 
     def reconcile(self) -> None:
         now = self.clock()
+        source_errors = self._track_source_errors(now)
         system = rc.read_system(self.world, operator_namespace=self.operator_namespace, now=now)
         self._apply(system.writes)
         if system.metallb is None:
+            self._report_unsynced(source_errors, now)
             self._teardown()
             return
         metallb = system.metallb
@@ -146,19 +186,21 @@ class OperatorCore:
         self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
         self._problems = frozenset(config.problems)
 
-        views = rc.read_services(self.world, load_balancer_class=metallb.spec.load_balancer_class)
+        views = self._service_views.read(self.world, load_balancer_class=metallb.spec.load_balancer_class)
         requests = {key: v.request for key, v in views.items() if v.request is not None}
         outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
+        writes: list[rc.Write] = []
         for key, view in views.items():
             outcome = view.error or outcomes.get(key)
-            self._apply(rc.service_writes(view, outcome, last_error=self._last_error.get(key)))
+            writes += rc.service_writes(view, outcome, last_error=self._last_error.get(key))
             if isinstance(outcome, Exception):
                 self._last_error[key] = outcome.message
             else:
                 self._last_error.pop(key, None)
             if view.deprecated and key not in self._deprecation_told:
-                self._apply(rc.deprecation_events(view))
+                writes += rc.deprecation_events(view)
                 self._deprecation_told.add(key)
+        self._apply(writes)  # one batch: writes to different Services go out in parallel
         self._apply(rc.stale_services(self.world, views))
 
         nodes = rc.speaker_nodes(self.world, metallb, ray_nodes={n: r.address for n, r in self.ray.nodes().items()})
@@ -177,11 +219,56 @@ class OperatorCore:
         ready = len(set(self.ray.speaker_names()) & set(nodes))
         self._apply(
             rc.metallb_condition_writes(
-                self.world, metallb, speakers_wanted=len(nodes), speakers_ready=ready, problems=len(config.problems), now=now
+                self.world, metallb, speakers_wanted=len(nodes), speakers_ready=ready, problems=len(config.problems),
+                now=now, source_errors=source_errors,
             )
         )
 
     # --- steps ---------------------------------------------------------------------------
+
+    def _track_source_errors(self, now: datetime) -> tuple[rc.SourceError, ...]:
+        """The desired-state errors that persist (see SOURCE_ERROR_GRACE_S); logs each once.
+
+        A source without `errors()` (the in-memory ones) never has any.
+        """
+        errors_of = getattr(self.desired, "errors", None)
+        current: Mapping[str, Exception] = errors_of() if callable(errors_of) else {}
+        seen: dict[str, _SourceErrorSeen] = {}
+        for kind, error in current.items():
+            old = self._source_seen.get(kind)
+            since, rounds = (old.since, old.rounds + 1) if old is not None else (now, 1)
+            seen[kind] = _SourceErrorSeen(message=str(error), reason=_source_reason(error), since=since, rounds=rounds)
+        self._source_seen = seen
+        persistent = tuple(
+            rc.SourceError(kind=kind, reason=s.reason, message=s.message)
+            for kind, s in sorted(seen.items())
+            if s.rounds >= SOURCE_ERROR_ROUNDS and (now - s.since).total_seconds() >= self.source_error_grace_s
+        )
+        before = {e.kind for e in self.source_errors}
+        for error in persistent:
+            if error.kind not in before:
+                age_s = (now - seen[error.kind].since).total_seconds()
+                log.error("cannot read %s for %.0f s (%s): %s", error.kind, age_s, error.reason, error.message)
+        for kind in sorted(before - {e.kind for e in persistent}):
+            log.info("reading %s works again", kind)
+        self.source_errors = persistent
+        return persistent
+
+    def _report_unsynced(self, source_errors: tuple[rc.SourceError, ...], now: datetime) -> None:
+        """Degraded on the MetalLB resource while desired state cannot be read at all.
+
+        Re-asserted when the errors change and every grace period (a write that failed, e.g.
+        because the resource does not exist yet, is tried again; an unchanged one costs a read).
+        """
+        if not source_errors or self.world.get(Ref("MetalLB", self.operator_namespace, rc.HONOURED_NAME)):
+            self._unsynced_report = None
+            return
+        last = self._unsynced_report
+        if last is not None and last[0] == source_errors and (now - last[1]).total_seconds() < self.source_error_grace_s:
+            return
+        self._apply(rc.unsynced_metallb_writes(operator_namespace=self.operator_namespace,
+                                               source_errors=source_errors, now=now))
+        self._unsynced_report = (source_errors, now)
 
     def _allocate(
         self, *, pools: Mapping[str, Pool], requests: Mapping[str, ServiceRequest], views: Mapping[str, rc.ServiceView]
@@ -229,17 +316,45 @@ class OperatorCore:
         self.snapshot = EMPTY
         self._announcers.clear()
 
-    def _apply(self, writes: list[rc.Write] | tuple[rc.Write, ...]) -> None:
+    def _apply(self, writes: Sequence[rc.Write]) -> None:
+        """Execute writes: in order per object, different objects in parallel (up to
+        write_concurrency). Outcomes are booked here, on the loop's thread, in write order."""
+        groups: dict[Ref, list[rc.Write]] = {}
+        for write in writes:
+            groups.setdefault(write.ref, []).append(write)
+        if self.write_concurrency <= 1 or len(groups) <= 1:
+            done = [self._execute_all(group) for group in groups.values()]
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.write_concurrency, thread_name_prefix="raylb-write")
+            done = list(self._pool.map(self._execute_all, groups.values()))
+        for results in done:
+            for write, error in results:
+                if error is not None:
+                    self.counters.write_failures += 1
+                    self.counters.last_error = f"{type(write).__name__} {write.ref}: {error}"
+                    log.warning("write failed: %s %s: %s", type(write).__name__, write.ref, error)
+                    continue
+                self.counters.writes += 1
+                _reflect(self.world, write)
+
+    def _execute_all(self, writes: Sequence[rc.Write]) -> list[tuple[rc.Write, Exception | None]]:
+        """Writes to one object, in order; one failure does not stop the ones after it."""
+        out: list[tuple[rc.Write, Exception | None]] = []
         for write in writes:
             try:
                 execute(write, self.results)
             except Exception as exc:  # noqa: BLE001 - one failed write must not stop the others
-                self.counters.write_failures += 1
-                self.counters.last_error = f"{type(write).__name__} {write.ref}: {exc}"
-                log.warning("write failed: %s %s: %s", type(write).__name__, write.ref, exc)
-                continue
-            self.counters.writes += 1
-            _reflect(self.world, write)
+                out.append((write, exc))
+            else:
+                out.append((write, None))
+        return out
+
+    def close(self) -> None:
+        """Stop the write threads (the loop has stopped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def status(self) -> dict[str, Any]:
         return {
@@ -249,6 +364,10 @@ class OperatorCore:
             "speakers": sorted(self._speaker_nodes),
             "announcers": dict(self._announcers),
             "counters": self.counters.__dict__.copy(),
+            # desired state the operator cannot read: persistent (reported as Degraded) ...
+            "source_errors": {e.kind: f"{e.reason}: {e.message}" for e in self.source_errors},
+            # ... and failing for less than the grace period (e.g. right after an API restart)
+            "source_errors_transient": sorted(set(self._source_seen) - {e.kind for e in self.source_errors}),
         }
 
 
@@ -273,6 +392,7 @@ class OperatorLoop:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+        self.core.close()
 
 
 
@@ -316,7 +436,8 @@ class OperatorActor:
         logging.basicConfig(level=logging.INFO)
         desired, results = connect(settings)
         self._core = OperatorCore(
-            desired=desired, results=results, ray=RayOps(), operator_namespace=settings.operator_namespace
+            desired=desired, results=results, ray=RayOps(), operator_namespace=settings.operator_namespace,
+            write_concurrency=KUBE_WRITE_CONCURRENCY if settings.source == "kube" else 1,
         )
         self._loop = OperatorLoop(self._core)
         self._loop.start()

@@ -8,10 +8,11 @@ here, so it is tested without Ray or Kubernetes:
 - `read_system`: which MetalLB resource is honoured, and a condition for every other one;
 - `read_config`: pool and advertisement resources -> checked `Config` (parse errors included);
 - `read_services`: managed LoadBalancer Services -> `ServiceView` (request, recorded IPs,
-  ready endpoints by node);
+  ready endpoints by node); `ServiceViews` does the same, re-parsing only what changed;
 - `service_writes`: the writes that make a Service's status, annotation and events match its
   allocation outcome - nothing when they already match, so a steady state writes nothing;
 - `pool_condition_writes` / `metallb_condition_writes`: status conditions, only on change;
+  Degraded names desired state the operator persistently cannot read (`SourceError`);
 - `speaker_nodes`: on which Ray nodes a speaker must run;
 - `build_snapshot`: the versioned snapshot the speakers elect from.
 """
@@ -22,6 +23,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from raylb import annotations
 from raylb.config import Config, build_config
@@ -31,6 +33,7 @@ from raylb.ipam.allocator import Assignment
 from raylb.ipam.request import ServiceRequest
 from raylb.models import AddressPool, IPAddressPool, L2Advertisement, MetalLB, parse, select_honoured
 from raylb.models.kube import EndpointSlice, Node
+from raylb.models.metallb import HONOURED_NAME
 from raylb.models.service import Service
 from raylb.pools import IPAddress
 from raylb.services import deprecated_annotations, is_managed, to_request
@@ -147,13 +150,47 @@ def read_system(world: World, *, operator_namespace: str, now: datetime) -> Syst
     return SystemView(metallb=honoured.metallb, writes=tuple(writes))
 
 
+@dataclass(frozen=True)
+class SourceError:
+    """A kind of desired state the operator cannot read (persistently): why, in the user's words."""
+
+    kind: str
+    reason: str  # API_ACCESS_DENIED or API_UNAVAILABLE
+    message: str  # names the verb and resource, e.g. "... cannot list resource "nodes" ..."
+
+
+# Degraded reasons for desired state that cannot be read.
+API_ACCESS_DENIED = "APIAccessDenied"  # RBAC forbids a verb on a kind the operator must read
+API_UNAVAILABLE = "APIUnavailable"  # anything else: unreachable, server errors
+
+
+def _degraded(*, problems: int, source_errors: Sequence[SourceError], now: datetime) -> tuple[tuple[str, str], ...]:
+    """Degraded: unreadable desired state first (nothing can be trusted without it), then
+    pool/advertisement problems."""
+    parts = [f"cannot read {e.kind}: {e.message}" for e in sorted(source_errors, key=lambda e: e.kind)]
+    if problems:
+        parts.append(f"{problems} pool or advertisement problem(s); see their status")
+    if source_errors:
+        denied = any(e.reason == API_ACCESS_DENIED for e in source_errors)
+        reason = API_ACCESS_DENIED if denied else API_UNAVAILABLE
+    else:
+        reason = "ConfigurationProblems" if problems else "NoProblems"
+    return condition(type=DEGRADED, status=bool(parts), reason=reason, message="; ".join(parts), now=now)
+
+
 def metallb_condition_writes(
-    world: World, metallb: MetalLB, *, speakers_wanted: int, speakers_ready: int, problems: int, now: datetime
+    world: World,
+    metallb: MetalLB,
+    *,
+    speakers_wanted: int,
+    speakers_ready: int,
+    problems: int,
+    now: datetime,
+    source_errors: Sequence[SourceError] = (),
 ) -> list[Write]:
     """Available / Progressing / Degraded, as the MetalLB Operator sets them."""
     ref = Ref("MetalLB", metallb.metadata.namespace or "", metallb.metadata.name)
     ready = speakers_ready >= speakers_wanted
-    degraded = problems > 0
     wanted = [
         condition(
             type=AVAILABLE,
@@ -169,15 +206,29 @@ def metallb_condition_writes(
             message="waiting for speakers" if not ready else "all speakers running",
             now=now,
         ),
-        condition(
-            type=DEGRADED,
-            status=degraded,
-            reason="ConfigurationProblems" if degraded else "NoProblems",
-            message=f"{problems} pool or advertisement problem(s); see their status" if degraded else "",
-            now=now,
-        ),
+        _degraded(problems=problems, source_errors=source_errors, now=now),
     ]
     return _conditions_write(ref, world.get(ref) or {}, wanted)
+
+
+def unsynced_metallb_writes(
+    *, operator_namespace: str, source_errors: Sequence[SourceError], now: datetime
+) -> list[Write]:
+    """Conditions for the MetalLB resource while desired state cannot be read at all.
+
+    A source that has not listed every kind hands the operator nothing, so it cannot know
+    whether a MetalLB resource exists; it reports on the one name it would honour.
+    """
+    if not source_errors:
+        return []
+    ref = Ref("MetalLB", operator_namespace, HONOURED_NAME)
+    waiting = "desired state not fully read: " + ", ".join(sorted(e.kind for e in source_errors))
+    wanted = (
+        condition(type=AVAILABLE, status=False, reason="DesiredStateUnreadable", message=waiting, now=now),
+        condition(type=PROGRESSING, status=True, reason="WaitingForAPI", message=waiting, now=now),
+        _degraded(problems=0, source_errors=source_errors, now=now),
+    )
+    return [SetConditions(ref, wanted)]
 
 
 # --- pools and advertisements ---------------------------------------------------------------
@@ -267,58 +318,112 @@ def _ips(texts: Iterable[str]) -> tuple[IPAddress, ...]:
     return tuple(out)
 
 
-def _ready_endpoints(world: World) -> dict[str, frozenset[str]]:
-    """Service key -> nodes hosting a ready endpoint; a key with an empty set has ready endpoints without node."""
-    by_service: dict[str, set[str]] = {}
-    any_ready: set[str] = set()
-    for _, obj in world.of_kind("EndpointSlice"):
-        try:
-            eps = EndpointSlice.model_validate(obj)
-        except ValueError:
-            continue
-        key = eps.service_key
-        if key is None:
-            continue
-        by_service.setdefault(key, set()).update(eps.ready_nodes())
-        if any(e.is_ready for e in eps.endpoints):
-            any_ready.add(key)
-    return {k: frozenset(by_service.get(k, ())) for k in any_ready}
+def _slice_readiness(obj: WireObject) -> tuple[str, frozenset[str], bool] | None:
+    """(service key, nodes with a ready endpoint, any endpoint ready) of one EndpointSlice."""
+    try:
+        eps = EndpointSlice.model_validate(obj)
+    except ValueError:
+        return None
+    key = eps.service_key
+    if key is None:
+        return None
+    return key, frozenset(eps.ready_nodes()), any(e.is_ready for e in eps.endpoints)
+
+
+def _service_view(
+    ref: Ref, obj: WireObject, *, namespace_labels: Mapping[str, str], ready_nodes: frozenset[str] | None,
+    load_balancer_class: str | None,
+) -> ServiceView | None:
+    """The view of one Service; None when raylb does not manage it (or it does not parse)."""
+    try:
+        service = Service.model_validate(obj)
+    except ValueError:
+        return None
+    if not is_managed(service, load_balancer_class=load_balancer_class):
+        return None
+    request: ServiceRequest | None = None
+    error: AllocationError | None = None
+    try:
+        request = to_request(service, namespace_labels=namespace_labels)
+    except AllocationError as exc:
+        error = exc
+    return ServiceView(
+        ref=ref,
+        obj=obj,
+        request=request,
+        error=error,
+        recorded_ips=_ips(service.ingress_ips),
+        recorded_pool=service.metadata.annotations.get(POOL_ANNOTATION),
+        deprecated=deprecated_annotations(service),
+        external_traffic_policy=service.spec.external_traffic_policy or "Cluster",
+        endpoint_nodes=ready_nodes or frozenset(),
+        has_ready_endpoint=ready_nodes is not None,
+    )
+
+
+class ServiceViews:
+    """`read_services` that remembers: a Service (or EndpointSlice) is parsed again only when it
+    changed.
+
+    The world holds a new object after every change (from the watch, or the operator's own
+    reflected write), so the identity of the wire object says whether it changed; a Service's
+    view is reused while its object, its namespace's labels, its ready endpoints and the
+    configured class are all the same. With 1 000 Services a round that saw a few changes then
+    costs a few parses instead of 1 000, and the operator keeps pace with a burst of creations.
+    Pure: no I/O, just memory of earlier answers.
+    """
+
+    def __init__(self) -> None:
+        self._slices: dict[Ref, tuple[WireObject, tuple[str, frozenset[str], bool] | None]] = {}
+        self._views: dict[Ref, tuple[tuple[Any, ...], ServiceView | None]] = {}
+
+    def _ready_endpoints(self, world: World) -> dict[str, frozenset[str]]:
+        """Service key -> nodes hosting a ready endpoint; an empty set: ready endpoints without a node."""
+        slices: dict[Ref, tuple[WireObject, tuple[str, frozenset[str], bool] | None]] = {}
+        by_service: dict[str, set[str]] = {}
+        any_ready: set[str] = set()
+        for ref, obj in world.of_kind("EndpointSlice"):
+            cached = self._slices.get(ref)
+            readiness = cached[1] if cached is not None and cached[0] is obj else _slice_readiness(obj)
+            slices[ref] = (obj, readiness)
+            if readiness is None:
+                continue
+            key, nodes, ready = readiness
+            by_service.setdefault(key, set()).update(nodes)
+            if ready:
+                any_ready.add(key)
+        self._slices = slices
+        return {k: frozenset(by_service.get(k, ())) for k in any_ready}
+
+    def read(self, world: World, *, load_balancer_class: str | None) -> dict[str, ServiceView]:
+        """Every managed LoadBalancer Service by key, parsed; bad annotations become `error`."""
+        namespace_labels = {
+            ref.name: dict(((obj.get("metadata") or {}).get("labels") or {}))
+            for ref, obj in world.of_kind("Namespace")
+        }
+        ready = self._ready_endpoints(world)
+        seen: dict[Ref, tuple[tuple[Any, ...], ServiceView | None]] = {}
+        views: dict[str, ServiceView] = {}
+        for ref, obj in world.of_kind("Service"):
+            labels = namespace_labels.get(ref.namespace, {})
+            ready_nodes = ready.get(ref.key)
+            inputs = (obj, labels, ready_nodes, load_balancer_class)
+            cached = self._views.get(ref)
+            if cached is not None and cached[0][0] is obj and cached[0][1:] == inputs[1:]:
+                view = cached[1]
+            else:
+                view = _service_view(ref, obj, namespace_labels=labels, ready_nodes=ready_nodes,
+                                     load_balancer_class=load_balancer_class)
+            seen[ref] = (inputs, view)
+            if view is not None:
+                views[ref.key] = view
+        self._views = seen
+        return views
 
 
 def read_services(world: World, *, load_balancer_class: str | None) -> dict[str, ServiceView]:
     """Every managed LoadBalancer Service by key, parsed; bad annotations become `error`."""
-    namespace_labels = {
-        ref.name: dict(((obj.get("metadata") or {}).get("labels") or {})) for ref, obj in world.of_kind("Namespace")
-    }
-    ready = _ready_endpoints(world)
-    views: dict[str, ServiceView] = {}
-    for ref, obj in world.of_kind("Service"):
-        try:
-            service = Service.model_validate(obj)
-        except ValueError:
-            continue
-        if not is_managed(service, load_balancer_class=load_balancer_class):
-            continue
-        request: ServiceRequest | None = None
-        error: AllocationError | None = None
-        try:
-            request = to_request(service, namespace_labels=namespace_labels.get(ref.namespace, {}))
-        except AllocationError as exc:
-            error = exc
-        ready_nodes = ready.get(ref.key)
-        views[ref.key] = ServiceView(
-            ref=ref,
-            obj=obj,
-            request=request,
-            error=error,
-            recorded_ips=_ips(service.ingress_ips),
-            recorded_pool=service.metadata.annotations.get(POOL_ANNOTATION),
-            deprecated=deprecated_annotations(service),
-            external_traffic_policy=service.spec.external_traffic_policy or "Cluster",
-            endpoint_nodes=ready_nodes or frozenset(),
-            has_ready_endpoint=ready_nodes is not None,
-        )
-    return views
+    return ServiceViews().read(world, load_balancer_class=load_balancer_class)
 
 
 def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Write]:

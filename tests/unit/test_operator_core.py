@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from raylb.actors.operator import OperatorCore
+from raylb.actors.operator import SOURCE_ERROR_GRACE_S, OperatorCore
+from raylb.cluster.kube.client import ForbiddenError
 from raylb.cluster.memory import MemoryCluster
-from raylb.desired import Ref
+from raylb.desired import Change, Ref, World
+from raylb.errors import TemporaryError
+from raylb.reconcile import ServiceViews, read_services
 from tests.unit.fakes import NS, FakeRay, LocalDesired, endpoint_slice, ip_pool, l2adv, metallb, node, service
 
 NODES = {"node1": "198.18.0.11", "node2": "198.18.0.12", "node3": "198.18.0.13"}
@@ -292,3 +297,166 @@ def test_a_round_that_blows_up_is_counted_and_the_next_round_runs(system: System
     system.ray.call_allocator = real  # type: ignore[method-assign]
     system.settle()
     assert system.ingress("web") == ["198.18.0.128"]
+
+
+# --- desired state the operator cannot read ---------------------------------------------------
+
+
+class ErringDesired(LocalDesired):
+    """LocalDesired with KubeDesired's `errors()`: kind -> the error its watcher is stuck on.
+    With `withhold`, no change is handed out (a source that has not listed every kind yet)."""
+
+    def __init__(self, cluster: MemoryCluster, *, withhold: bool = False) -> None:
+        super().__init__(cluster)
+        self.current: dict[str, Exception] = {}
+        self.withhold = withhold
+
+    def wait_changes(self, *, timeout_s: float) -> list[Any]:
+        return [] if self.withhold else super().wait_changes(timeout_s=timeout_s)
+
+    def errors(self) -> dict[str, Exception]:
+        return dict(self.current)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+NODES_DENIED = ForbiddenError(
+    'get nodes: forbidden (HTTP 403): nodes is forbidden: User "system:serviceaccount:metallb-system:raylb-operator" '
+    'cannot list resource "nodes" in API group "" at the cluster scope'
+)
+
+
+def erring_system(*, withhold: bool = False) -> tuple[System, ErringDesired, Clock]:
+    cluster, clock = MemoryCluster(), Clock()
+    desired = ErringDesired(cluster, withhold=withhold)
+    ray = FakeRay(NODES)
+    return System(cluster, ray, OperatorCore(desired=desired, results=cluster, ray=ray, clock=clock)), desired, clock
+
+
+def operator_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "raylb.actors.operator" and r.levelno >= logging.ERROR]
+
+
+def test_a_persistent_denial_is_reported_in_degraded_status_and_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    system, desired, clock = erring_system()
+    seed(system.cluster)
+    system.settle()
+    desired.current = {"Node": NODES_DENIED}
+    system.settle(rounds=2)
+    assert system.conditions("MetalLB", "metallb")["Degraded"]["status"] == "False", "not yet: it may be transient"
+    assert system.core.status()["source_errors_transient"] == ["Node"] and system.core.status()["source_errors"] == {}
+    clock.advance(SOURCE_ERROR_GRACE_S)
+    system.settle(rounds=3)
+    degraded = system.conditions("MetalLB", "metallb")["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "APIAccessDenied")
+    assert degraded["message"].startswith("cannot read Node: ") and 'cannot list resource "nodes"' in degraded["message"]
+    assert system.core.status()["source_errors"] == {"Node": f"APIAccessDenied: {NODES_DENIED}"}
+    assert len(operator_errors(caplog)) == 1 and "Node" in operator_errors(caplog)[0]
+    desired.current = {}
+    system.settle()
+    degraded = system.conditions("MetalLB", "metallb")["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("False", "NoProblems")
+    assert system.core.status()["source_errors"] == {} and len(operator_errors(caplog)) == 1
+
+
+def test_a_denial_right_after_an_api_server_restart_is_not_reported(caplog: pytest.LogCaptureFixture) -> None:
+    system, desired, clock = erring_system()
+    seed(system.cluster)
+    system.settle()
+    writes = system.cluster.write_count()
+    desired.current = {"Node": NODES_DENIED}  # the restarted authorizer's cache is still empty
+    for _ in range(4):
+        clock.advance(SOURCE_ERROR_GRACE_S / 5)
+        system.settle(rounds=1)
+    desired.current = {}
+    system.settle()
+    assert system.cluster.write_count() == writes and operator_errors(caplog) == []
+    assert system.conditions("MetalLB", "metallb")["Degraded"]["status"] == "False"
+
+
+def test_one_old_error_seen_in_a_single_round_is_not_yet_persistent() -> None:
+    system, desired, clock = erring_system()
+    seed(system.cluster)
+    system.settle()
+    desired.current = {"Node": NODES_DENIED}
+    clock.advance(3 * SOURCE_ERROR_GRACE_S)  # a long round, e.g. blocked on a slow API server
+    system.settle(rounds=1)
+    assert system.core.status()["source_errors"] == {}
+
+
+def test_errors_other_than_a_denial_are_reported_as_api_unavailable() -> None:
+    system, desired, clock = erring_system()
+    seed(system.cluster)
+    system.settle()
+    desired.current = {"EndpointSlice": TemporaryError("watch endpointslices: API server unreachable: refused")}
+    system.settle()
+    clock.advance(SOURCE_ERROR_GRACE_S)
+    system.settle()
+    degraded = system.conditions("MetalLB", "metallb")["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "APIUnavailable")
+    assert "cannot read EndpointSlice" in degraded["message"] and "unreachable" in degraded["message"]
+
+
+def test_a_denial_and_a_bad_pool_are_both_in_the_degraded_message() -> None:
+    system, desired, clock = erring_system()
+    seed(system.cluster)
+    system.cluster.apply("IPAddressPool", ip_pool("broken", ["198.18.0.300"]))
+    desired.current = {"Node": NODES_DENIED}
+    system.settle()
+    clock.advance(SOURCE_ERROR_GRACE_S)
+    system.settle()
+    degraded = system.conditions("MetalLB", "metallb")["Degraded"]
+    assert degraded["reason"] == "APIAccessDenied"
+    assert "cannot read Node" in degraded["message"] and "1 pool or advertisement problem" in degraded["message"]
+
+
+def test_a_source_that_never_synced_reports_on_the_metallb_resource(caplog: pytest.LogCaptureFixture) -> None:
+    system, desired, clock = erring_system(withhold=True)
+    seed(system.cluster)  # in the cluster, but the source hands out nothing: it cannot list Nodes
+    desired.current = {"Node": NODES_DENIED}
+    system.settle()
+    assert system.conditions("MetalLB", "metallb") == {}
+    clock.advance(SOURCE_ERROR_GRACE_S)
+    system.settle()
+    found = system.conditions("MetalLB", "metallb")
+    assert (found["Degraded"]["status"], found["Degraded"]["reason"]) == ("True", "APIAccessDenied")
+    assert 'cannot list resource "nodes"' in found["Degraded"]["message"]
+    assert found["Available"]["status"] == "False" and "Node" in found["Available"]["message"]
+    assert system.ray.speakers == {} and system.ray.allocator is None
+    writes = system.cluster.write_count()
+    clock.advance(SOURCE_ERROR_GRACE_S / 2)
+    system.settle(rounds=5)
+    assert system.cluster.write_count() == writes, "re-asserted at most once per grace period"
+    assert len(operator_errors(caplog)) == 1
+
+
+def test_remembered_service_views_equal_fresh_ones_through_changes() -> None:
+    """ServiceViews re-parses only what changed, and always answers what read_services would."""
+    world, views = World(), ServiceViews()
+    steps: list[tuple[str, str, dict[str, Any]]] = [
+        ("ADDED", "Service", service("a")),
+        ("ADDED", "Service", service("b", annotations={"metallb.io/address-pool": "doc-example-reserved"})),
+        ("ADDED", "Namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "labels": {"t": "1"}}}),
+        ("ADDED", "EndpointSlice", endpoint_slice("a", ["node1"])),
+        ("MODIFIED", "Service", {**service("b"), "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.128"}]}}}),
+        ("MODIFIED", "EndpointSlice", endpoint_slice("a", ["node2"], ready=False)),
+        ("MODIFIED", "Namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default", "labels": {"t": "2"}}}),
+        ("MODIFIED", "Service", service("a", type="ClusterIP")),
+        ("DELETED", "Service", service("b")),
+        ("ADDED", "Service", service("c")),
+    ]
+    for change_type, kind, obj in steps:
+        world.apply(Change(change_type, kind, obj))  # type: ignore[arg-type]
+        assert views.read(world, load_balancer_class=None) == read_services(world, load_balancer_class=None)
+    before = views.read(world, load_balancer_class=None)
+    assert list(before) == ["default/c"]
+    assert all(a is b for a, b in zip(before.values(), views.read(world, load_balancer_class=None).values()))
