@@ -50,8 +50,10 @@ class MemoryResults:
     def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
         ray.get(getattr(self._handle, method).remote(*args, **kwargs), timeout=CALL_TIMEOUT_S)
 
-    def set_ingress(self, service: Ref, ips: Sequence[str]) -> None:
-        self._call("set_ingress", service, list(ips))
+    def set_ingress(
+        self, service: Ref, ips: Sequence[str], *, annotations: Mapping[str, str | None] | None = None
+    ) -> None:
+        self._call("set_ingress", service, list(ips), annotations=dict(annotations or {}))
 
     def set_annotations(self, ref: Ref, annotations: Mapping[str, str | None]) -> None:
         self._call("set_annotations", ref, dict(annotations))

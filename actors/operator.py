@@ -68,7 +68,7 @@ class RayLike(Protocol):
 def execute(write: rc.Write, results: Results) -> None:
     """Carry out one decided write."""
     if isinstance(write, rc.SetIngress):
-        results.set_ingress(write.ref, write.ips)
+        results.set_ingress(write.ref, write.ips, annotations=dict(write.annotations) or None)
     elif isinstance(write, rc.SetAnnotations):
         results.set_annotations(write.ref, dict(write.annotations))
     elif isinstance(write, rc.RecordEvent):
@@ -94,7 +94,7 @@ def _reflect(world: World, write: rc.Write) -> None:
     new = {**obj, "metadata": dict(obj.get("metadata") or {}), "status": dict(obj.get("status") or {})}
     if isinstance(write, rc.SetIngress):
         new["status"]["loadBalancer"] = {"ingress": [{"ip": ip} for ip in write.ips]} if write.ips else {}
-    else:
+    if write.annotations:
         notes = dict(new["metadata"].get("annotations") or {})
         for key, value in write.annotations:
             if value is None:

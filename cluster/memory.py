@@ -23,6 +23,15 @@ from raylb.desired import Change, ChangeType, Ref, WireObject
 L2_STATUS_KIND = "ServiceL2Status"
 
 
+def _merge_annotations(obj: dict[str, Any], annotations: Mapping[str, str | None]) -> None:
+    current = obj.setdefault("metadata", {}).setdefault("annotations", {})
+    for key, value in annotations.items():
+        if value is None:
+            current.pop(key, None)
+        else:
+            current[key] = value
+
+
 @dataclass(frozen=True)
 class Event:
     ref: Ref
@@ -106,22 +115,17 @@ class MemoryCluster:
 
     # --- raylb.desired.Results --------------------------------------------------------------
 
-    def set_ingress(self, service: Ref, ips: Sequence[str]) -> None:
+    def set_ingress(
+        self, service: Ref, ips: Sequence[str], *, annotations: Mapping[str, str | None] | None = None
+    ) -> None:
         def mutate(obj: dict[str, Any]) -> None:
             obj.setdefault("status", {})["loadBalancer"] = {"ingress": [{"ip": ip} for ip in ips]} if ips else {}
+            _merge_annotations(obj, annotations or {})
 
         self._modify(service, mutate)
 
     def set_annotations(self, ref: Ref, annotations: Mapping[str, str | None]) -> None:
-        def mutate(obj: dict[str, Any]) -> None:
-            current = obj.setdefault("metadata", {}).setdefault("annotations", {})
-            for key, value in annotations.items():
-                if value is None:
-                    current.pop(key, None)
-                else:
-                    current[key] = value
-
-        self._modify(ref, mutate)
+        self._modify(ref, lambda obj: _merge_annotations(obj, annotations))
 
     def record_event(self, ref: Ref, *, type: str, reason: str, message: str) -> None:
         with self._lock:

@@ -85,7 +85,12 @@ class Desired(Protocol):
 class Results(Protocol):
     """Write side: what the operator decided. Every method is idempotent."""
 
-    def set_ingress(self, service: Ref, ips: Sequence[str]) -> None: ...
+    def set_ingress(
+        self, service: Ref, ips: Sequence[str], *, annotations: Mapping[str, str | None] | None = None
+    ) -> None:
+        """Set status.loadBalancer.ingress and, in the same write, merge `annotations` (the
+        pool annotation travels with the IP, so a new Service costs one write, not two)."""
+        ...
 
     def set_annotations(self, ref: Ref, annotations: Mapping[str, str | None]) -> None:
         """Merge annotations; a None value removes that annotation."""

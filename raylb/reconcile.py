@@ -55,6 +55,7 @@ VALID = "Valid"
 class SetIngress:
     ref: Ref
     ips: tuple[str, ...]
+    annotations: tuple[tuple[str, str | None], ...] = ()  # written in the same request
 
 
 @dataclass(frozen=True)
@@ -435,9 +436,11 @@ def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Wri
         notes = (obj.get("metadata") or {}).get("annotations") or {}
         if POOL_ANNOTATION not in notes:
             continue
+        unpool = ((POOL_ANNOTATION, None),)
         if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
-            writes.append(SetIngress(ref, ()))
-        writes.append(SetAnnotations(ref, ((POOL_ANNOTATION, None),)))
+            writes.append(SetIngress(ref, (), annotations=unpool))
+        else:
+            writes.append(SetAnnotations(ref, unpool))
         writes.append(DeleteL2Status(ref))
     return writes
 
@@ -459,17 +462,19 @@ def service_writes(view: ServiceView, outcome: Outcome | None, *, last_error: st
     writes: list[Write] = []
     if isinstance(outcome, Assignment):
         wanted = tuple(str(ip) for ip in outcome.ips)
+        pool = ((POOL_ANNOTATION, outcome.pool),) if view.recorded_pool != outcome.pool else ()
         if tuple(str(ip) for ip in view.recorded_ips) != wanted:
-            writes.append(SetIngress(view.ref, wanted))
+            writes.append(SetIngress(view.ref, wanted, annotations=pool))
             message = f"Assigned IP {list(wanted)} from pool {outcome.pool}"
             writes.append(RecordEvent(view.ref, "Normal", "IPAllocated", message))
-        if view.recorded_pool != outcome.pool:
-            writes.append(SetAnnotations(view.ref, ((POOL_ANNOTATION, outcome.pool),)))
+        elif pool:
+            writes.append(SetAnnotations(view.ref, pool))
     elif isinstance(outcome, AllocationError):
+        unpool = ((POOL_ANNOTATION, None),) if view.recorded_pool is not None else ()
         if view.recorded_ips:
-            writes.append(SetIngress(view.ref, ()))
-        if view.recorded_pool is not None:
-            writes.append(SetAnnotations(view.ref, ((POOL_ANNOTATION, None),)))
+            writes.append(SetIngress(view.ref, (), annotations=unpool))
+        elif unpool:
+            writes.append(SetAnnotations(view.ref, unpool))
         if outcome.message != last_error:
             writes.append(RecordEvent(view.ref, "Warning", "AllocationFailed", f"{outcome.reason}: {outcome.message}"))
     return writes

@@ -113,12 +113,26 @@ class KubeResults:
 
     # ---- raylb.desired.Results -------------------------------------------------------------
 
-    def set_ingress(self, service: Ref, ips: Sequence[str]) -> None:
+    def set_ingress(
+        self, service: Ref, ips: Sequence[str], *, annotations: Mapping[str, str | None] | None = None
+    ) -> None:
+        """One PUT to services/status. The API server keeps metadata changes in a Service status
+        update, so the pool annotation rides along; should a server drop it, the operator sees
+        the annotation missing and writes it on its own (one write more, never a wrong state)."""
+
         def mutate(obj: dict[str, Any]) -> None:
             status = obj.setdefault("status", {})
             current = (status.get("loadBalancer") or {}).get("ingress") or []
             if [entry.get("ip") for entry in current] != list(ips):
                 status["loadBalancer"] = {"ingress": ingress_for(current, ips)} if ips else {}
+            if annotations:
+                notes = dict(obj.setdefault("metadata", {}).get("annotations") or {})
+                for key, value in annotations.items():
+                    if value is None:
+                        notes.pop(key, None)
+                    else:
+                        notes[key] = value
+                obj["metadata"]["annotations"] = notes
 
         self._update(service, subresource="status", mutate=mutate)
 

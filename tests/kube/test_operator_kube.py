@@ -427,10 +427,10 @@ def test_a_restarted_allocator_and_operator_restore_before_allocating(
     wait_for(lambda: events(admin_api, namespace, "after-operator", "IPAllocated"), what="the newcomer's event")
     for name in (*names, "after-allocator"):
         assert len(events(admin_api, namespace, name, "IPAllocated")) == 1, f"{name} was allocated again"
-    # what the new operator wrote: the newcomer's status, annotation and event, nothing else
+    # what the new operator wrote: the newcomer's status (carrying its pool annotation) and event
     assert second.wait_quiet()
-    assert {k: v for k, v in second.requests.counts.items() if k != "read"} == {
-        "status": 1, "annotation": 1, "event": 1}
+    assert {k: v for k, v in second.requests.counts.items() if k != "read"} == {"status": 1, "event": 1}
+    assert POOL_ANNOTATION in services(admin_api, namespace)["after-operator"]["metadata"]["annotations"]
 
 
 # ---- what a user is told when something is wrong -------------------------------------------

@@ -72,6 +72,19 @@ def test_set_ingress_ipv4_and_ipv6_shows_in_status(results: KubeResults, service
     assert results.writes == 3
 
 
+def test_the_pool_annotation_rides_in_the_status_write(results: KubeResults, service: Ref,
+                                                        admin_api: client.ApiClient) -> None:
+    pool = "metallb.io/ip-allocated-from-pool"
+    results.set_ingress(service, ["198.18.0.12"], annotations={pool: "doc-example"})
+    obj = results.read(service)
+    assert _ingress_ips(admin_api, service) == ["198.18.0.12"]
+    assert obj["metadata"]["annotations"][pool] == "doc-example"
+    assert results.writes == 1  # one PUT to services/status carried both
+    results.set_ingress(service, [], annotations={pool: None})
+    assert pool not in (results.read(service)["metadata"].get("annotations") or {})
+    assert results.writes == 2
+
+
 def test_set_annotations_merges_and_removes(results: KubeResults, service: Ref, admin_api: client.ApiClient) -> None:
     results.set_annotations(service, {"metallb.io/ip-allocated-from-pool": "doc-example", "metallb.io/other": "x"})
     results.set_annotations(service, {"metallb.io/ip-allocated-from-pool": "doc-example"})

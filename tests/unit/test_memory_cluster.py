@@ -81,3 +81,14 @@ def test_world_follows_changes() -> None:
 def test_cluster_scoped_refs_have_no_namespace() -> None:
     assert Ref.of("Node", {"metadata": {"name": "n", "namespace": "x"}}) == Ref("Node", "", "n")
     assert Ref("Service", "ns", "a").key == "ns/a"
+
+
+def test_ingress_and_annotations_are_one_write() -> None:
+    cluster = MemoryCluster()
+    ref = cluster.apply("Service", service("a"))
+    cluster.set_ingress(ref, ["198.18.0.128"], annotations={"metallb.io/ip-allocated-from-pool": "doc-example"})
+    obj = cluster.get(ref)
+    assert obj is not None and cluster.write_count() == 1
+    assert obj["metadata"]["annotations"] == {"metallb.io/ip-allocated-from-pool": "doc-example"}
+    cluster.set_ingress(ref, [], annotations={"metallb.io/ip-allocated-from-pool": None})
+    assert cluster.get(ref)["metadata"]["annotations"] == {} and cluster.write_count() == 2

@@ -269,10 +269,10 @@ def test_a_failing_write_does_not_stop_the_round(system: System) -> None:
     system.cluster.apply("Service", service("b"))
     original = system.cluster.set_ingress
 
-    def flaky(ref: Ref, ips: Any) -> None:
+    def flaky(ref: Ref, ips: Any, **kwargs: Any) -> None:
         if ref.name == "a":
             raise RuntimeError("API server said no")
-        original(ref, ips)
+        original(ref, ips, **kwargs)
 
     system.cluster.set_ingress = flaky  # type: ignore[method-assign]
     system.settle()
@@ -460,3 +460,18 @@ def test_remembered_service_views_equal_fresh_ones_through_changes() -> None:
     before = views.read(world, load_balancer_class=None)
     assert list(before) == ["default/c"]
     assert all(a is b for a, b in zip(before.values(), views.read(world, load_balancer_class=None).values()))
+
+
+def test_a_new_service_costs_two_writes_its_status_with_the_pool_and_one_event() -> None:
+    cluster = MemoryCluster()
+    core = OperatorCore(desired=LocalDesired(cluster), results=cluster, ray=FakeRay({}))  # no speakers: no announcements
+    seed(cluster)
+    for _ in range(3):
+        core.step(timeout_s=0)
+    before = cluster.write_count()
+    cluster.apply("Service", service("web"))
+    for _ in range(3):
+        core.step(timeout_s=0)
+    assert cluster.write_count() - before == 2
+    obj = cluster.get(Ref("Service", "default", "web")) or {}
+    assert obj["metadata"]["annotations"]["metallb.io/ip-allocated-from-pool"] == "doc-example"
