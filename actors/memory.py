@@ -35,10 +35,18 @@ class MemoryDesired:
     def __init__(self, handle: Any) -> None:
         self._handle = handle
         self._reader = uuid.uuid4().hex
+        self.synced = False  # True once the full first list has arrived
 
     def wait_changes(self, *, timeout_s: float) -> list[Change]:
         ref = self._handle.wait_changes.remote(reader=self._reader, timeout_s=timeout_s)
-        return ray.get(ref, timeout=timeout_s + CALL_TIMEOUT_S)
+        try:
+            changes = ray.get(ref, timeout=timeout_s + CALL_TIMEOUT_S)
+        except Exception:
+            if not self.synced:  # the full list may be lost with the reply: start over as a new reader
+                self._reader = uuid.uuid4().hex
+            raise
+        self.synced = True
+        return changes
 
 
 class MemoryResults:

@@ -162,7 +162,11 @@ class OperatorCore:
         try:
             for change in self.desired.wait_changes(timeout_s=timeout_s):
                 self.world.apply(change)
-            self.reconcile()
+            if getattr(self.desired, "synced", True):
+                self.reconcile()
+            else:  # an incomplete world must not be acted on; only say why nothing happens
+                now = self.clock()
+                self._report_unsynced(self._track_source_errors(now), now)
         except Exception as exc:  # noqa: BLE001 - the loop must survive anything
             self.counters.failures += 1
             self.counters.last_error = f"{type(exc).__name__}: {exc}"
@@ -203,17 +207,23 @@ class OperatorCore:
         self._apply(writes)  # one batch: writes to different Services go out in parallel
         self._apply(rc.stale_services(self.world, views))
 
-        nodes = rc.speaker_nodes(self.world, metallb, ray_nodes={n: r.address for n, r in self.ray.nodes().items()})
-        self._ensure_speakers(nodes)
+        ray_nodes = self.ray.nodes()
+        nodes = rc.speaker_nodes(self.world, metallb, ray_nodes={n: r.address for n, r in ray_nodes.items()})
+        self._ensure_speakers(nodes, ray_nodes)
+        statuses = self.ray.statuses(nodes)
+        # Speakers ignore snapshots older than the one they hold; after an operator restart the
+        # numbering continues above theirs instead of starting again at 1.
+        held = max((int(s.get("snapshot_version", 0)) for s in statuses.values()), default=0)
         assignments = {k: o for k, o in outcomes.items() if not isinstance(o, Exception)}
         candidate = rc.build_snapshot(
-            version=self.snapshot.version + 1, config=config, views=views, assignments=assignments, nodes=nodes.values()
-        )
-        if not rc.same_content(candidate, self.snapshot):
+            version=max(self.snapshot.version, held) + 1, config=config, views=views, assignments=assignments,
+            nodes=nodes.values(),
+        )  # fmt: skip
+        if not rc.same_content(candidate, self.snapshot) or held > self.snapshot.version:
             self.snapshot = candidate
         self.ray.push(self.snapshot, nodes)
 
-        announcers = self._announcers_from(self.ray.statuses(nodes), views)
+        announcers = self._announcers_from(statuses, views)
         self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))
         self._announcers = announcers
         ready = len(set(self.ray.speaker_names()) & set(nodes))
@@ -282,8 +292,7 @@ class OperatorCore:
                 log.warning("after restore these services need new IPs: %s", ", ".join(moved))
             return self.ray.call_allocator("sync", pools=pools, requests=requests)
 
-    def _ensure_speakers(self, nodes: Mapping[str, NodeInfo]) -> None:
-        ray_nodes = self.ray.nodes()
+    def _ensure_speakers(self, nodes: Mapping[str, NodeInfo], ray_nodes: Mapping[str, Any]) -> None:
         for name in nodes:
             self.ray.ensure_speaker(ray_nodes[name])
         for name in self.ray.speaker_names() - set(nodes):
@@ -314,6 +323,7 @@ class OperatorCore:
         self.ray.remove_allocator()
         self.deployed = False
         self.snapshot = EMPTY
+        self._apply(rc.announcement_writes({}, announcers={}, previous=self._announcers))
         self._announcers.clear()
 
     def _apply(self, writes: Sequence[rc.Write]) -> None:

@@ -70,14 +70,22 @@ class Change:
 
 
 class Desired(Protocol):
-    """Read side: what the cluster wants."""
+    """Read side: what the cluster wants.
+
+    `synced` turns True once every kind has been listed in full. Before that the World is
+    incomplete - an empty World does not mean "nothing is wanted" - and the operator must not
+    act on it (it would tear down a running system after every restart).
+    """
+
+    @property
+    def synced(self) -> bool: ...
 
     def wait_changes(self, *, timeout_s: float) -> list[Change]:
         """Block until at least one change is available or `timeout_s` passed; return them.
 
-        The first call after a (re)start returns every existing object as ADDED, so a new
-        operator rebuilds its World from scratch. A source that lost its stream and relisted
-        reports the difference, never a gap.
+        The first call that returns with `synced` True returns every existing object as ADDED,
+        so a new operator rebuilds its World from scratch. A source that lost its stream and
+        relisted reports the difference, never a gap.
         """
         ...
 

@@ -500,9 +500,8 @@ def announcement_writes(
         writes.append(PutL2Status(view.ref, node))
         writes.append(RecordEvent(view.ref, "Normal", "nodeAssigned", f"announcing from node {node!r} with protocol layer2"))
     for key in sorted(set(previous) - set(announcers)):
-        view = views.get(key)
-        if view is not None:
-            writes.append(DeleteL2Status(view.ref))
+        namespace, _, name = key.partition("/")
+        writes.append(DeleteL2Status(Ref("Service", namespace, name)))  # also for a deleted Service
     return writes
 
 

@@ -22,11 +22,12 @@ NS = "metallb-system"
 class LocalDesired:
     """raylb.desired.Desired over a MemoryCluster in this process, as one reader."""
 
-    def __init__(self, cluster: MemoryCluster, reader: str = "operator") -> None:
+    def __init__(self, cluster: MemoryCluster, reader: str = "operator", *, synced: bool = True) -> None:
         self.cluster, self.reader = cluster, reader
+        self.synced = synced  # a test may hold it False to model a source still listing
 
     def wait_changes(self, *, timeout_s: float) -> list[Change]:
-        return self.cluster.wait_changes(reader=self.reader, timeout_s=timeout_s)
+        return self.cluster.wait_changes(reader=self.reader, timeout_s=timeout_s) if self.synced else []
 
 
 class FakeRay:
@@ -64,14 +65,17 @@ class FakeRay:
         self.told_dead.append(dead)
 
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
-        for name in nodes:
-            if name in self.speakers:
+        for name in nodes:  # like a real speaker: an older snapshot than the one held is ignored
+            if name in self.speakers and snapshot.version >= self.speakers[name].version:
                 self.speakers[name] = snapshot
 
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
         alive = frozenset(self.speakers)
         return {
-            name: {"owned": [str(ip) for ip in owned_ips(node=name, snapshot=snap, alive=alive)]}
+            name: {
+                "owned": [str(ip) for ip in owned_ips(node=name, snapshot=snap, alive=alive)],
+                "snapshot_version": snap.version,
+            }
             for name, snap in self.speakers.items()
         }
 

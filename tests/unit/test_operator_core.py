@@ -475,3 +475,56 @@ def test_a_new_service_costs_two_writes_its_status_with_the_pool_and_one_event()
     assert cluster.write_count() - before == 2
     obj = cluster.get(Ref("Service", "default", "web")) or {}
     assert obj["metadata"]["annotations"]["metallb.io/ip-allocated-from-pool"] == "doc-example"
+
+
+def test_a_restarted_operator_publishes_above_the_version_the_speakers_hold(system: System) -> None:
+    seed(system.cluster)
+    for name in ("a", "b", "c"):
+        system.cluster.apply("Service", service(name))
+        system.settle()  # several snapshot versions go out
+    held = max(s.version for s in system.ray.speakers.values())
+    assert held > 1
+    system.restart_operator()
+    system.cluster.apply("Service", service("after-restart"))
+    system.settle()
+    assert all(
+        "default/after-restart" in {s.key for s in snap.services} for snap in system.ray.speakers.values()
+    ), "the speakers must accept the restarted operator's snapshots"
+    assert min(s.version for s in system.ray.speakers.values()) > held
+
+
+def test_an_operator_whose_source_is_still_listing_tears_nothing_down(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.settle()
+    writes = system.cluster.write_count()
+    listing = LocalDesired(system.cluster, reader="restarted", synced=False)
+    system.core = OperatorCore(desired=listing, results=system.cluster, ray=system.ray)
+    system.settle()
+    assert set(system.ray.speakers) == set(NODES) and system.ray.allocator is not None
+    assert system.cluster.write_count() == writes
+    listing.synced = True
+    system.settle()
+    assert system.ingress("web") == ["198.18.0.128"] and set(system.ray.speakers) == set(NODES)
+
+
+def test_a_deleted_service_loses_its_l2_status(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node1", "node2", "node3"]))
+    system.settle()
+    assert "default/web" in system.cluster.l2_statuses()
+    system.cluster.delete(Ref("Service", "default", "web"))
+    system.settle()
+    assert system.cluster.l2_statuses() == {}
+
+
+def test_deleting_metallb_deletes_the_l2_statuses_too(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node1"]))
+    system.settle()
+    assert system.cluster.l2_statuses()
+    system.cluster.delete(Ref("MetalLB", NS, "metallb"))
+    system.settle()
+    assert system.cluster.l2_statuses() == {}
