@@ -12,6 +12,8 @@ They connect to Ray at --address, $RAY_ADDRESS, or a local cluster; `ray job sub
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -25,6 +27,9 @@ from raylb.actors.allocator import ALLOCATOR_NAME
 from raylb.actors.memory import MEMORY_NAME, start_memory
 from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, start_operator
 from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
+from raylb.desired import NAMESPACED
+from raylb.errors import ConfigError
+from raylb.models import RESOURCE_KINDS, parse
 from raylb.reconcile import OPERATOR_NAMESPACE
 
 CALL_TIMEOUT_S = 15.0
@@ -32,8 +37,83 @@ address_option = click.option("--address", envvar="RAY_ADDRESS", default=None, h
 
 
 def connect(address: str | None) -> None:
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        return
+    if address and address != "auto":
+        _check_reachable(address)
+    _keep_stdout_for_output()
+    try:
         ray.init(address=address or "auto", namespace=RAY_NAMESPACE, logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise click.ClickException(
+            f"cannot reach a Ray cluster at {address or 'auto'}: {exc}; start one or pass --address / $RAY_ADDRESS"
+        ) from exc
+
+
+def _keep_stdout_for_output() -> None:
+    """Ray's core writes some notices (a raylet that died, state dumps) straight to file
+    descriptor 1. Our output (e.g. `status --json`, read by scripts) moves to a private copy of
+    stdout, and fd 1 goes to stderr, so those notices can never corrupt it."""
+    if getattr(sys.stdout, "name", None) != "<stdout>" or not hasattr(sys.stdout, "fileno"):
+        return  # already redirected, or captured (tests): leave it alone
+    try:
+        private = os.dup(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), 1)
+    sys.stdout = os.fdopen(private, "w", buffering=1)
+
+
+# Long enough for a loaded machine; Ray itself would retry a dead address for minutes.
+REACH_TIMEOUT_S = 5.0
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, clearly, when nothing listens at a Ray address given as host:port."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # not host:port; let Ray judge it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot reach a Ray cluster at {address}: {exc}; start one or pass --address / $RAY_ADDRESS"
+        ) from exc
+
+
+def read_manifests(files: tuple[Path, ...], *, operator_namespace: str = OPERATOR_NAMESPACE) -> list[tuple[str, dict[str, Any]]]:
+    """Every document of every file, checked before anything is applied: a bad one stops all."""
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for path in files:
+        try:
+            loaded = list(yaml.safe_load_all(path.read_text()))
+        except yaml.YAMLError as exc:
+            raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
+        for index, doc in enumerate(loaded):
+            if doc is None:
+                continue
+            where = f"{path} document {index + 1}"
+            if not isinstance(doc, dict):
+                raise click.ClickException(f"{where}: expected a mapping with kind and metadata, got {type(doc).__name__}")
+            kind = doc.get("kind")
+            if kind not in NAMESPACED:
+                raise click.ClickException(f"{where}: kind={kind!r} is not one raylb reads; use one of {', '.join(NAMESPACED)}")
+            meta = doc.get("metadata")
+            if not isinstance(meta, dict) or not meta.get("name"):
+                raise click.ClickException(f"{where}: {kind} needs metadata.name")
+            if NAMESPACED[kind] and not meta.get("namespace"):
+                meta["namespace"] = operator_namespace if kind in RESOURCE_KINDS else "default"  # as kubectl would
+            if kind in RESOURCE_KINDS:
+                try:
+                    parse(doc)
+                except ConfigError as err:
+                    raise click.ClickException(f"{where}: {err}") from err
+                if meta["namespace"] != operator_namespace:
+                    click.echo(f"warning: {where}: {kind} {meta['name']} is in namespace {meta['namespace']!r}; "
+                               f"raylb reads only {operator_namespace!r}", err=True)  # fmt: skip
+            docs.append((str(kind), doc))
+    return docs
 
 
 def _actor(name: str) -> Any | None:
@@ -69,15 +149,13 @@ def run_command(address: str | None, kubeconfig: str | None, memory: bool, opera
 @click.option("-f", "--filename", "files", multiple=True, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def apply_command(address: str | None, files: tuple[Path, ...]) -> None:
     """Apply manifests to raylb's in-memory store (what kubectl apply does with Kubernetes)."""
+    docs = read_manifests(files)
     connect(address)
     store = start_memory(namespace=RAY_NAMESPACE)
-    for path in files:
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            ray.get(store.apply.remote(str(doc["kind"]), doc), timeout=CALL_TIMEOUT_S)
-            meta = doc.get("metadata") or {}
-            click.echo(f"{doc['kind']} {meta.get('namespace', '')}/{meta.get('name', '')} applied".replace(" /", " "))
+    for kind, doc in docs:
+        ray.get(store.apply.remote(kind, doc), timeout=CALL_TIMEOUT_S)
+        meta = doc["metadata"]
+        click.echo(f"{kind} {meta.get('namespace', '')}/{meta['name']} applied".replace(" /", " "))
 
 
 @click.command("delete")

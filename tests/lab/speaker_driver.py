@@ -84,20 +84,31 @@ def handle(command: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
+    # Ray's core writes some notices (a raylet that died, state dumps) straight to file
+    # descriptor 1, whatever log_to_driver says. Answers go to a private copy of stdout and
+    # fd 1 is pointed at stderr, so nothing but answers ever reaches the test.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def say(answer: dict[str, Any]) -> None:
+        answers.write(json.dumps(answer, default=str) + "\n")
+        answers.flush()
+
     ray.init(address=os.environ["RAY_ADDRESS"], namespace=NAMESPACE, logging_level="ERROR", log_to_driver=False)
-    print(json.dumps({"ok": True, "ready": True}), flush=True)
+    say({"ok": True, "ready": True})
     for line in sys.stdin:
         if not line.strip():
             continue
         try:
             command = json.loads(line)
             if command.get("cmd") == "quit":
-                print(json.dumps({"ok": True}), flush=True)
+                say({"ok": True})
                 break
             answer = {"ok": True, **handle(command)}
         except Exception as err:
             answer = {"ok": False, "error": f"{type(err).__name__}: {err}"}
-        print(json.dumps(answer, default=str), flush=True)
+        say(answer)
     return 0
 
 
