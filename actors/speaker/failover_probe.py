@@ -37,6 +37,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
+from raylb.actors.speaker.probe import OutsideLabError, require_lab_netns
+
 # The only addresses a lab prober may send to (DESIGN.md, "The lab").
 LAB_SUBNETS = (ipaddress.ip_network("198.18.0.0/24"), ipaddress.ip_network("2001:db8:18::/64"))
 # A lab request takes ~1 ms; 80 ms means "no answer" while still fitting a few tries into the
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         vip = check_lab_vip(args.vip)
-    except ValueError as err:
+        require_lab_netns()
+    except (ValueError, OutsideLabError) as err:
         parser.error(str(err))
     if not 0 < args.duration_s <= MAX_DURATION_S:
         parser.error(f"--duration-s must be in (0, {MAX_DURATION_S:g}]")

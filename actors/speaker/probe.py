@@ -17,6 +17,7 @@ import json
 import select
 import socket
 import struct
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,6 +26,30 @@ from raylb import bpf, packets
 
 SO_ATTACH_FILTER = 26
 LAB_SUBNET = ipaddress.IPv4Network("198.18.0.0/24")  # the only IPv4 space raylb may use
+NETNS_RUN_DIR = "/var/run/netns"
+LAB_NETNS_PREFIXES = ("rlb-", "rlbt-")  # the lab's namespaces and ad-hoc test namespaces
+
+
+class OutsideLabError(RuntimeError):
+    """Refused: probes and floods run only inside a lab network namespace."""
+
+
+def require_lab_netns() -> str:
+    """The name of the lab namespace this thread is in; OutsideLabError anywhere else.
+
+    Whatever sends test traffic checks this first, so a probe or a flood started by mistake in
+    the root namespace (where 198.18.0.0/24 may route to a real network) sends nothing.
+    """
+    here = os.stat("/proc/thread-self/ns/net")
+    try:
+        names = sorted(n for n in os.listdir(NETNS_RUN_DIR) if n.startswith(LAB_NETNS_PREFIXES))
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        st = os.stat(os.path.join(NETNS_RUN_DIR, name))
+        if (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino):
+            return name
+    raise OutsideLabError("refusing to send: not inside a lab network namespace (rlb-*); run it via `ip netns exec`")
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,7 @@ class Prober:
     """ARP and NS questions from one interface of the current namespace."""
 
     def __init__(self, ifname: str, *, ipv4: ipaddress.IPv4Address, ipv6: ipaddress.IPv6Address) -> None:
+        require_lab_netns()
         self.ifname = ifname
         self.ipv4 = ipv4
         self.ipv6 = ipv6
@@ -176,6 +202,7 @@ def flood(*, ifname: str, rate_per_s: int, seconds: float, src_ip: ipaddress.IPv
     Bounded twice: at most rate*seconds frames, and never past `seconds` + 1 s of wall time.
     Returns the number of frames sent.
     """
+    require_lab_netns()
     sock = _socket(ifname, packets.ETH_P_ARP, listen=False)
     mac = sock.getsockname()[4][:6]
     frames = [

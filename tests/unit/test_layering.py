@@ -26,6 +26,7 @@ def imported_modules(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # from raylb import actors
     return names
 
 
@@ -41,8 +42,10 @@ def test_core_imports_no_io_library_and_no_shell(path: Path) -> None:
 
 def test_the_rule_catches_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "bad.py"
-    sample.write_text("import socket\nfrom ray import remote\nfrom raylb.actors.speaker import x\n")
-    assert imported_modules(sample) >= {"socket", "ray", "raylb.actors.speaker"}
+    sample.write_text("import socket\nfrom ray import remote\nfrom raylb.actors.speaker import x\nfrom raylb import cluster\n")
+    found = imported_modules(sample)
+    assert found >= {"socket", "ray", "raylb.actors.speaker", "raylb.cluster"}
+    assert any(name.startswith(SHELLS) for name in found)
 
 
 def test_there_is_a_core_to_check() -> None:
