@@ -41,9 +41,11 @@ Protocol rules the speaker must follow:
 Views may differ for a moment: each speaker decides alone, so after a death one survivor may
 take over an IP up to one tick before another stops claiming it, and a one-way link failure
 (A hears B, B does not hear A) makes both announce A's IPs for as long as it lasts. Clients
-follow the most recent gratuitous ARP / unsolicited NA, so the cost is a short double
-announcement, never a lost IP; the views converge within `dead_after_s` of the network
-healing. Evidence beats hearsay: a fresh heartbeat revives a peer that Ray called dead.
+follow the most recent gratuitous ARP / unsolicited NA, and a speaker announces everything
+it keeps again when a peer joins (actors/speaker/core.py), so the owner's word comes last:
+the cost is a short double announcement, never a lost IP; the views converge within
+`dead_after_s` of the network healing. Evidence beats hearsay: a fresh heartbeat revives a
+peer that Ray called dead.
 
 Timing (the defaults, measured for a loaded 2-core machine shared by several test runs):
 failover = detection (`dead_after_s` minus the age of the last heartbeat) + tick delay

@@ -77,6 +77,9 @@ class NodeAnnouncer:
     def withdraw(self, ip: IPAddress) -> None:
         self.announcements.withdraw(ip)
 
+    def reannounce(self, ip: IPAddress) -> None:
+        self.announcements.reannounce(ip)
+
     def counters(self) -> Mapping[str, Any]:
         return {f"{ip}@{name}": c.as_dict() for (ip, name), c in self.responder.counters().items()}
 

@@ -15,7 +15,15 @@ One `step(now_s)` does, in this order:
    when one is due;
 5. if anything changed (a death, a join, a new snapshot, readiness, an earlier failure to
    apply), re-run the election (`raylb.election.owned_ips`) and apply the `Handover` to the
-   announcer: withdraw what is no longer ours, announce what is newly ours.
+   announcer: withdraw what is no longer ours, announce what is newly ours;
+6. if a peer joined (came back), announce again every IP we keep. A peer cut off from us
+   (link down, one-way loss) believed us dead and claimed our IPs; when its link returns it
+   announces them all before it hears us and withdraws. It then stops answering, but the
+   neighbours' caches keep its MAC, and since the node still accepts traffic for every VIP
+   nothing ever corrects them: the next failover of that IP is invisible to the client, or
+   lost. Our own announcements, sent when we hear the peer again (and repeated in the
+   responder's burst), are the last word. The same covers a peer's takeover burst that was
+   still running when we came back ourselves.
 
 The announcer may fail (a link vanished, a socket error): the failure is logged and counted,
 the IP stays "not applied", and the next step after `RETRY_S` tries again. Nothing a peer
@@ -71,6 +79,10 @@ class Announcer(Protocol):
         ...
 
     def withdraw(self, ip: IPAddress) -> None: ...
+
+    def reannounce(self, ip: IPAddress) -> None:
+        """Announce an `ip` already held once more (gratuitous ARP / unsolicited NA burst)."""
+        ...
 
     def counters(self) -> Mapping[str, Any]:
         """Per "ip@interface" counters, for status()."""
@@ -271,7 +283,22 @@ class SpeakerCore:
         self.counts["elections"] += 1
         handover = diff(self._applied, self._wanted)
         self._apply(handover, now_s)
+        if changes.joined:
+            self._reannounce(kept=set(self._applied) - set(handover.start), joined=changes.joined)
         return handover
+
+    def _reannounce(self, *, kept: set[IPAddress], joined: frozenset[str]) -> None:
+        """Step 6 of the module docstring: a peer came back, so say again what is ours."""
+        for ip in sorted(kept, key=_sort_key):
+            try:
+                self._announcer.reannounce(ip)
+            except Exception:  # the next join, or the IP's next handover, announces it again
+                self.counts["reannounce_failed"] += 1
+                log.exception("speaker %s: announcing %s again failed", self.node, ip)
+                continue
+            self.counts["reannounced"] += 1
+        if kept:
+            log.info("speaker %s: %s came back; announced %d IPs again", self.node, sorted(joined), len(kept))
 
     def _apply(self, handover: Handover, now_s: float) -> None:
         failed = False

@@ -104,6 +104,9 @@ def _handle(line: str, *, announcements: Announcements, responder: Responder, na
         interfaces = args[1].split(",") if len(args) > 1 else named
         placed = announcements.announce(ipaddress.ip_address(args[0]), interfaces=interfaces)
         _reply({"ok": bool(placed), "interfaces": list(placed)})
+    elif command == "reannounce" and args:
+        placed = announcements.reannounce(ipaddress.ip_address(args[0]))
+        _reply({"ok": bool(placed), "interfaces": list(placed)})
     elif command in ("withdraw", "lose") and args:
         announcements.withdraw(ipaddress.ip_address(args[0]))
         _reply({"ok": True})

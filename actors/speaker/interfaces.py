@@ -133,6 +133,14 @@ class Announcements:
             self._wanted.pop(vip, None)
         self.reconcile()
 
+    def reannounce(self, vip: IPAddress) -> tuple[str, ...]:
+        """Announce `vip` again on every interface it is placed on; returns those interfaces."""
+        done = []
+        for ip, name in sorted(self._responder.owned(), key=str):
+            if ip == vip and self._responder.reannounce(ip, name):
+                done.append(name)
+        return tuple(sorted(done))
+
     def placement(self) -> dict[IPAddress, tuple[str, ...]]:
         result: dict[IPAddress, list[str]] = {}
         for ip, name in self._responder.owned():

@@ -4,7 +4,8 @@ A speaker that wins a service IP tells the responder `gain(ip, interface)`; from
 responder answers ARP requests / Neighbor Solicitations for that IP on that interface with the
 interface's MAC, and announces it (gratuitous ARP / unsolicited NA with Override) at once and
 in a short burst after, so neighbours switch over without waiting for their caches to expire.
-`lose(ip, interface)` stops the answers and cancels the burst immediately.
+`lose(ip, interface)` stops the answers and cancels the burst immediately;
+`reannounce(ip, interface)` repeats the announcement and its burst for an IP already owned.
 
 Per interface it owns two AF_PACKET sockets (ARP, IPv6) with kernel BPF filters (raylb.bpf)
 that pass only requests for owned IPs, so an unrelated flood never wakes Python. Frame
@@ -211,13 +212,32 @@ class Responder:
             self._refilter(iface, ip.version)
             if ip.version == 6:
                 self._join(iface, ip)
-            self._announce(iface, ip)
-            now = self._clock()
-            for n in range(1, self._burst_count + 1):
-                self._seq += 1
-                heapq.heappush(self._bursts, (now + n * self._burst_interval_s, self._seq, ip, interface, generation))
+            self._announce_burst(iface, ip, generation)
         self._wake()
         return True
+
+    def reannounce(self, ip: IPAddress, interface: str) -> bool:
+        """Announce an IP already owned on `interface` again, with a fresh burst (the pending
+        one is cancelled); False if it is not owned there. For when a neighbour may have been
+        told otherwise since: a peer coming back from a partition announced it too."""
+        with self._lock:
+            iface = self._interfaces.get(interface)
+            if iface is None or ip not in iface.owned:
+                return False
+            key = (ip, interface)
+            generation = self._generation.get(key, 0) + 1
+            self._generation[key] = generation
+            self._announce_burst(iface, ip, generation)
+        self._wake()
+        return True
+
+    def _announce_burst(self, iface: _Interface, ip: IPAddress, generation: int) -> None:
+        """One announcement now and `burst_count` more later, tagged with `generation`."""
+        self._announce(iface, ip)
+        now = self._clock()
+        for n in range(1, self._burst_count + 1):
+            self._seq += 1
+            heapq.heappush(self._bursts, (now + n * self._burst_interval_s, self._seq, ip, iface.name, generation))
 
     def lose(self, ip: IPAddress, interface: str) -> None:
         """Stop answering for `ip` on `interface` at once; pending announcements are cancelled."""

@@ -157,6 +157,28 @@ def test_moving_a_vip_updates_the_client_through_gratuitous_packets(lab: Lab, ha
     assert new.counters()[f"{VIP4}@eth0"]["gratuitous"] >= 1
 
 
+def test_reannouncing_wins_the_client_back_after_another_node_claimed_the_vip(lab: Lab, harness) -> None:  # type: ignore[no-untyped-def]
+    # What a node coming back from a partition does: it announces the VIP, then withdraws
+    # without telling anyone; only the owner announcing again corrects the client's cache.
+    flush_client_neighbours(lab)
+    owner, intruder = lab.nodes[0], lab.nodes[1]
+    right, wrong = harness(owner), harness(intruder)
+    for vip in (VIP4, VIP6):
+        right.command(f"announce {vip}")
+        wait_for(lambda vip=vip: http(lab, vip), what=f"HTTP via {vip}")  # type: ignore[misc]
+        assert client_neighbour(lab, vip) == owner.mac
+    for vip in (VIP4, VIP6):
+        wrong.command(f"announce {vip}")
+        wait_for(lambda vip=vip: client_neighbour(lab, vip) == intruder.mac, what=f"client entry for {vip} -> {intruder.mac}")
+        wrong.command(f"withdraw {vip}")
+    for vip in (VIP4, VIP6):
+        assert client_neighbour(lab, vip) == intruder.mac  # withdrawing tells the client nothing
+        assert right.command(f"reannounce {vip}") == {"ok": True, "interfaces": [owner.ifname]}
+    for vip in (VIP4, VIP6):
+        wait_for(lambda vip=vip: client_neighbour(lab, vip) == owner.mac, what=f"client entry for {vip} -> {owner.mac}")
+    assert wrong.command(f"reannounce {VIP4}") == {"ok": False, "interfaces": []}  # not owned: nothing sent
+
+
 def test_after_release_the_old_node_no_longer_answers(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
     node = lab.nodes[0]
     speaker = harness(node)

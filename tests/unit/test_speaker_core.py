@@ -67,17 +67,40 @@ class FakeTransport:
 
 @dataclass
 class FakeAnnouncer:
-    """Records what is announced; `broken` makes every call raise."""
+    """Records what is announced; `broken` makes every call raise.
+
+    With `heard` set (a client's neighbour cache: VIP -> node it last heard announce it) and
+    `node` named, every announcement made while `link_up` reaches the client; `link_returns`
+    is what the real responder does when the link comes back: announce all it holds."""
 
     held: dict[IPAddress, Interfaces] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     broken: bool = False
+    node: str = ""
+    heard: dict[IPAddress, str] | None = None
+    link_up: bool = True
+
+    def _on_air(self, ip: IPAddress) -> None:
+        if self.heard is not None and self.link_up:
+            self.heard[ip] = self.node
 
     def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
         self.calls.append(("announce", str(ip)))
         if self.broken:
             raise OSError("interface eth0 vanished")
         self.held[ip] = interfaces
+        self._on_air(ip)
+
+    def reannounce(self, ip: IPAddress) -> None:
+        self.calls.append(("reannounce", str(ip)))
+        if self.broken:
+            raise OSError("interface eth0 vanished")
+        self._on_air(ip)
+
+    def link_returns(self) -> None:
+        self.link_up = True
+        for ip in self.held:
+            self._on_air(ip)
 
     def withdraw(self, ip: IPAddress) -> None:
         self.calls.append(("withdraw", str(ip)))
@@ -117,11 +140,12 @@ class Cluster:
         self.announcers: dict[str, FakeAnnouncer] = {}
         self.transports: dict[str, FakeTransport] = {}
         self.stopped: set[str] = set()  # not stepped: a frozen or killed process
+        self.heard: dict[IPAddress, str] = {}  # the client's neighbour cache: VIP -> node
         for name in names:
             self.add(name)
 
     def add(self, name: str, *, incarnation: int = 1) -> SpeakerCore:
-        self.announcers[name] = FakeAnnouncer()
+        self.announcers[name] = FakeAnnouncer(node=name, heard=self.heard)
         self.transports[name] = self.network.transport(ADDRESSES[name])
         membership = Membership(name, now_s=self.now_s, incarnation=incarnation)
         self.speakers[name] = SpeakerCore(
@@ -263,6 +287,45 @@ def test_a_peer_that_comes_back_takes_its_ips_back() -> None:
     cluster.add(victim, incarnation=2).push(make_snapshot())
     cluster.run(1.0)
     converged(cluster)
+
+
+@pytest.mark.parametrize("cut_for_s", [DEAD_AFTER_S + 0.2, 5.0])
+def test_after_a_partition_heals_every_vip_was_last_announced_by_its_owner(cut_for_s: float) -> None:
+    # A node whose link goes down believes its peers dead and claims every VIP; when the link
+    # returns it announces them all before it hears the peers and withdraws. The client's
+    # cache then points at it for IPs it no longer answers for (in the lab it still serves
+    # them through AnyIP, so the next failover of such an IP goes unnoticed or is lost).
+    cluster = Cluster()
+    cluster.push(make_snapshot())
+    cluster.run(1.0)
+    converged(cluster)
+    assert cluster.heard == {vip: expected(vip, NODES) for vip in VIPS}
+    victim = expected(VIPS[0], NODES)
+    cluster.network.cut.add(ADDRESSES[victim])
+    cluster.announcers[victim].link_up = False
+    cluster.run(cut_for_s)
+    assert set(cluster.announcers[victim].held) == set(VIPS)  # alone, it owns everything
+    cluster.network.cut.discard(ADDRESSES[victim])
+    cluster.announcers[victim].link_returns()
+    cluster.run(1.0)
+    converged(cluster)
+    assert {vip: cluster.heard[vip] for vip in VIPS} == {vip: expected(vip, NODES) for vip in VIPS}
+    survivor = next(n for n in NODES if n != victim)
+    assert cluster.speakers[survivor].status()["counts"]["reannounced"] >= 1
+
+
+def test_a_failed_reannouncement_is_counted_and_never_escapes_step() -> None:
+    cluster = Cluster()
+    cluster.push(make_snapshot())
+    cluster.run(1.0)
+    victim = expected(VIPS[0], NODES)
+    survivor = next(n for n in NODES if n != victim)
+    cluster.network.cut.add(ADDRESSES[victim])
+    cluster.run(1.0)
+    cluster.announcers[survivor].broken = True
+    cluster.network.cut.discard(ADDRESSES[victim])
+    cluster.run(0.2)
+    assert cluster.speakers[survivor].status()["counts"]["reannounce_failed"] >= 1
 
 
 def test_newer_snapshot_replaces_older_and_older_is_ignored() -> None:
