@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from raylb.cluster.lab import Lab, down, lab_namespaces
+from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab import Lab, down, in_netns, lab_namespaces
 from raylb.cluster.lab.lab import state_dir
 from raylb.cluster.lab.netns import list_netns
 from raylb.cluster.lab.topology import parse_netns_name
@@ -90,3 +91,12 @@ def shared_lab() -> Iterator[Lab]:
             yield built
     finally:
         down(name)
+
+
+@pytest.fixture
+def prober(lab: Lab) -> Iterator[Prober]:
+    """Raw ARP/NDP questions from the client namespace of the module's `lab`."""
+    with in_netns(lab.client.netns):
+        probe = Prober(lab.client.ifname, ipv4=lab.client.ipv4, ipv6=lab.client.ipv6)
+    with probe:
+        yield probe

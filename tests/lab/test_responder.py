@@ -23,7 +23,7 @@ from raylb import packets
 from raylb.actors.speaker.harness import HarnessClient
 from raylb.actors.speaker.probe import Prober
 from raylb.actors.speaker.responder import DEFAULT_BURST_COUNT, DEFAULT_BURST_INTERVAL_S
-from raylb.cluster.lab import Host, Lab, down, in_netns, system
+from raylb.cluster.lab import Host, Lab, down, system
 from tests.lab.conftest import unique_lab_name
 
 pytestmark = pytest.mark.root
@@ -60,14 +60,6 @@ def harness(lab: Lab) -> Iterator[Callable[[Host], HarnessClient]]:
     yield _start
     for client in started:
         client.close()
-
-
-@pytest.fixture
-def prober(lab: Lab) -> Iterator[Prober]:
-    with in_netns(lab.client.netns):
-        probe = Prober(lab.client.ifname, ipv4=lab.client.ipv4, ipv6=lab.client.ipv6)
-    with probe:
-        yield probe
 
 
 def client_neighbour(lab: Lab, ip: IPv4Address | IPv6Address) -> str | None:

@@ -29,7 +29,7 @@ import pytest
 from raylb import snapshot as snap
 from raylb.actors.speaker.failover_probe import ProbeRun, Sample, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Host, Lab, down, in_netns, system
+from raylb.cluster.lab import Host, Lab, down, system
 from raylb.election import pick
 from raylb.pools import IPAddress
 from tests.lab.conftest import unique_lab_name
@@ -147,14 +147,6 @@ def driver(lab: Lab) -> Iterator[Driver]:
         yield client
     finally:
         client.close()
-
-
-@pytest.fixture
-def prober(lab: Lab) -> Iterator[Prober]:
-    with in_netns(lab.client.netns):
-        probe = Prober(lab.client.ifname, ipv4=lab.client.ipv4, ipv6=lab.client.ipv6)
-    with probe:
-        yield probe
 
 
 def all_converged(status: dict[str, dict[str, Any]], alive: Iterable[str]) -> bool:

@@ -17,7 +17,7 @@ import pytest
 
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Lab, down, in_netns, system
+from raylb.cluster.lab import Lab, down, system
 from tests.lab.conftest import unique_lab_name
 
 MANIFESTS = Path(__file__).parent / "manifests"
@@ -35,14 +35,6 @@ def lab() -> Iterator[Lab]:
             yield built
     finally:
         down(name)
-
-
-@pytest.fixture(scope="module")
-def prober(lab: Lab) -> Iterator[Prober]:
-    with in_netns(lab.client.netns):
-        probe = Prober(lab.client.ifname, ipv4=lab.client.ipv4, ipv6=lab.client.ipv6)
-    with probe:
-        yield probe
 
 
 def answering_macs(prober: Prober, ip: str) -> tuple[str, ...]:
