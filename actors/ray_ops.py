@@ -2,7 +2,8 @@
 
 The operator's logic (raylb.actors.operator.OperatorCore) talks to Ray only through
 `RayOps`, so the same logic runs against a test double without a Ray cluster. Calls carry a
-timeout: a dead or restarting actor costs one timeout, never a hung control loop.
+timeout, and calls to all speakers share one: dead or hung speakers cost one timeout per
+round, never a hung control loop.
 """
 
 from __future__ import annotations
@@ -143,20 +144,33 @@ class RayOps:
             handle = self.speaker(name)
             if handle is not None:
                 refs[name] = handle.push.remote(snapshot)
-        for name, ref in refs.items():
-            try:
-                self._pushed[name] = int(ray.get(ref, timeout=self.call_timeout_s))
-            except Exception as exc:  # noqa: BLE001 - retried on the next round
-                log.info("speaker on %s did not take snapshot %d yet: %s", name, snapshot.version, exc)
+        for name, value in self._gather(refs).items():
+            if isinstance(value, Exception):  # retried on the next round
+                log.info("speaker on %s did not take snapshot %d yet: %s", name, snapshot.version, value)
+            else:
+                self._pushed[name] = int(value)
 
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
         refs = {name: h.status.remote() for name in nodes if (h := self.speaker(name)) is not None}
-        out = {}
+        # an unreachable speaker simply reports nothing
+        return {name: value for name, value in self._gather(refs).items() if not isinstance(value, Exception)}
+
+    def _gather(self, refs: Mapping[str, Any]) -> dict[str, Any]:
+        """Every reply that arrives within ONE shared timeout (a hung speaker costs one timeout per
+        round, not one per speaker); a missing or failed reply becomes its exception."""
+        if not refs:
+            return {}
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.call_timeout_s)
+        arrived = set(ready)
+        out: dict[str, Any] = {}
         for name, ref in refs.items():
-            try:
-                out[name] = ray.get(ref, timeout=self.call_timeout_s)
-            except Exception:  # noqa: BLE001 - an unreachable speaker simply reports nothing
+            if ref not in arrived:
+                out[name] = TimeoutError(f"no reply within {self.call_timeout_s} s")
                 continue
+            try:
+                out[name] = ray.get(ref, timeout=0)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller as a value
+                out[name] = exc
         return out
 
     def _kill(self, name: str) -> None:
