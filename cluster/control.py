@@ -26,7 +26,8 @@ import yaml
 from raylb.actors.allocator import ALLOCATOR_NAME
 from raylb.actors.memory import MEMORY_NAME, start_memory
 from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, start_operator
-from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
+from raylb.actors.ray_ops import RAY_NAMESPACE
+from raylb.actors.speaker.actor import find_speakers, speaker_name
 from raylb.desired import NAMESPACED
 from raylb.errors import ConfigError
 from raylb.models import RESOURCE_KINDS, parse
@@ -194,12 +195,9 @@ def gather_status() -> dict[str, Any]:
             {"service": a.service, "ips": [str(ip) for ip in a.ips], "pool": a.pool, "node": announcers.get(a.service)}
             for a in assignments
         ]
-    for entry in sorted(ray.util.list_named_actors(all_namespaces=True), key=lambda e: e["name"]):
-        if entry.get("namespace") != RAY_NAMESPACE or not entry["name"].startswith(SPEAKER_PREFIX):
-            continue
-        node = entry["name"][len(SPEAKER_PREFIX) :]
+    for node, handle in find_speakers(RAY_NAMESPACE).items():
         try:
-            status = ray.get(ray.get_actor(entry["name"], namespace=RAY_NAMESPACE).status.remote(), timeout=5)
+            status = ray.get(handle.status.remote(), timeout=5)
             out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})), "peers_alive": status.get("alive", [])})
         except Exception:  # noqa: BLE001 - a dead node's speaker just shows as not alive
             out["speakers"].append({"node": node, "alive": False, "owned": []})
@@ -247,15 +245,13 @@ def uninstall_command(address: str | None) -> None:
     if operator is not None:  # first, or it would start new speakers while we remove them
         ray.kill(operator, no_restart=True)
         removed.append(OPERATOR_NAME)
-    for entry in ray.util.list_named_actors(all_namespaces=True):
-        if entry.get("namespace") == RAY_NAMESPACE and entry["name"].startswith(SPEAKER_PREFIX):
-            handle = ray.get_actor(entry["name"], namespace=RAY_NAMESPACE)
-            try:
-                ray.get(handle.leave.remote(), timeout=5)
-            except Exception:  # noqa: BLE001 - killed below either way
-                pass
-            ray.kill(handle, no_restart=True)
-            removed.append(entry["name"])
+    for node, handle in find_speakers(RAY_NAMESPACE).items():
+        try:
+            ray.get(handle.leave.remote(), timeout=5)
+        except Exception:  # noqa: BLE001 - killed below either way
+            pass
+        ray.kill(handle, no_restart=True)
+        removed.append(speaker_name(node))
     for name in (ALLOCATOR_NAME, MEMORY_NAME):
         handle = _actor(name)
         if handle is not None:

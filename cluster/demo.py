@@ -48,6 +48,7 @@ from raylb.cluster.lab.topology import CLIENT, CONTROL, DEFAULT_LAB_NAME, check_
 from raylb.cluster.memory import MemoryCluster
 from raylb.desired import Change, Ref
 from raylb.reconcile import POOL_ANNOTATION
+from raylb.reconcile import OPERATOR_NAMESPACE
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "deploy" / "examples"
@@ -58,7 +59,6 @@ VENV_BIN = Path(sys.executable).parent
 FAILOVER_SERVICE = "default/web"
 #: Services answered over HTTP from the client: the ones that expose port 80.
 HTTP_PORT = 80
-OPERATOR_NAMESPACE = "metallb-system"
 
 # Bounds on waits, each far above what this 2-core machine needs, so a stuck step fails with
 # a message instead of hanging: starting the job's driver and the operator actor (~10 s),

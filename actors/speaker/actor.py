@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.actors.speaker.core import SpeakerCore
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
 from raylb.actors.speaker.interfaces import Announcements
@@ -45,8 +46,8 @@ from raylb.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-NAME_PREFIX = "raylb-speaker-"
-DEFAULT_NAMESPACE = "raylb"
+NAME_PREFIX = SPEAKER_PREFIX
+DEFAULT_NAMESPACE = RAY_NAMESPACE
 # Half the heartbeat interval: a heartbeat is sent at most 25 ms late and a death is noticed
 # at most 25 ms after its deadline, small against dead_after_s (0.3 s).
 LOOP_INTERVAL_S = 0.025

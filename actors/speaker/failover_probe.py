@@ -38,9 +38,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from raylb.actors.speaker.probe import OutsideLabError, require_lab_netns
+from raylb.cluster.lab.topology import SUBNET_V4, SUBNET_V6
 
 # The only addresses a lab prober may send to (DESIGN.md, "The lab").
-LAB_SUBNETS = (ipaddress.ip_network("198.18.0.0/24"), ipaddress.ip_network("2001:db8:18::/64"))
+LAB_SUBNETS = (SUBNET_V4, SUBNET_V6)
 # A lab request takes ~1 ms; 80 ms means "no answer" while still fitting a few tries into the
 # 0.5 s failover target, so the measured outage is not rounded up by the timeout.
 DEFAULT_TIMEOUT_S = 0.08

@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass
 
 from raylb import bpf, packets
+from raylb.cluster.lab.topology import SUBNET_V4
 
 SO_ATTACH_FILTER = 26
-LAB_SUBNET = ipaddress.IPv4Network("198.18.0.0/24")  # the only IPv4 space raylb may use
+LAB_SUBNET = SUBNET_V4  # the only IPv4 space the lab may use
 NETNS_RUN_DIR = "/var/run/netns"
 LAB_NETNS_PREFIXES = ("rlb-", "rlbt-")  # the lab's namespaces and ad-hoc test namespaces
 

@@ -46,8 +46,8 @@ from raylb.cluster.kube.client import KINDS, Api, build_api_client
 from raylb.cluster.kube.install import install
 from raylb.cluster.kube.results import KubeResults
 from raylb.cluster.kube.source import KubeDesired
+from raylb.reconcile import OPERATOR_NAMESPACE
 
-OPERATOR_NAMESPACE = "metallb-system"
 BENCH_POOL = "raylb-bench"
 # RFC 2544's benchmarking block, minus the lab's 198.18.0.0/24 and the API server's ClusterIP
 # range 198.19.0.0/16: 32 768 addresses. They are only written into Kubernetes objects here,

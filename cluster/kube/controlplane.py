@@ -43,12 +43,12 @@ from kubernetes import client, config
 from raylb.cluster.kube import manifests, pki
 from raylb.cluster.kube.provision import Binaries, ensure_binaries
 from raylb.errors import PermanentError
+from raylb.reconcile import OPERATOR_NAMESPACE
 
 REPO = Path(__file__).resolve().parents[2]
 RBAC_DIR = REPO / "deploy" / "rbac"
 
 SERVICE_CLUSTER_IP_RANGES = "198.19.0.0/16,2001:db8:19::/108"  # never put on an interface
-OPERATOR_NAMESPACE = "metallb-system"
 OPERATOR_SERVICE_ACCOUNT = "raylb-operator"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 

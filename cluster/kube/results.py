@@ -30,10 +30,10 @@ from kubernetes import client
 from raylb.cluster.kube.client import Api, ConflictError, KindInfo, NotFoundError, kind_info
 from raylb.desired import Ref
 from raylb.errors import PermanentError
+from raylb.reconcile import OPERATOR_NAMESPACE
 
 log = logging.getLogger(__name__)
 
-OPERATOR_NAMESPACE = "metallb-system"
 COMPONENT = "raylb"
 # Read-modify-replace attempts before a 409 is given up on (each one re-reads first). Two
 # writers racing on one object settle in two; five leaves room for a busy controller.

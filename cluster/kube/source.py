@@ -34,10 +34,10 @@ from kubernetes import client
 from raylb.cluster.kube.client import Api, GoneError, KindInfo, clone_api_client, kind_info
 from raylb.desired import NAMESPACED, Change, WireObject
 from raylb.errors import RaylbError, TemporaryError
+from raylb.reconcile import OPERATOR_NAMESPACE
 
 log = logging.getLogger(__name__)
 
-OPERATOR_NAMESPACE = "metallb-system"
 # Server-side watch timeout. Short, so a watch that silently lost its server is replaced
 # within seconds; each renewal costs one request and resumes without losing anything.
 WATCH_TIMEOUT_S = 10.0
