@@ -155,11 +155,27 @@ def get_once(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, timeout_s: f
                 chunks.append(chunk)
     except OSError:
         return Sample(t=started, ok=False)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    parts = head.split(b" ", 2)
-    if len(parts) < 2 or parts[1] != b"200":
-        return Sample(t=started, ok=False)
-    return Sample(t=started, ok=True, node=body.decode(errors="replace").strip() or None)
+    node = served_by(b"".join(chunks))
+    return Sample(t=started, ok=node is not None, node=node)
+
+
+def served_by(response: bytes) -> str | None:
+    """The node named by a complete `200` response; None for anything else.
+
+    Complete means the body is exactly Content-Length bytes and not empty: a server killed
+    between its headers and its body closes the connection with the headers alone, and that
+    half answer is a failure, not a success from an unknown node.
+    """
+    head, separator, body = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.split(b"\r\n")
+    parts = status_line.split(b" ", 2)
+    if not separator or len(parts) < 2 or parts[1] != b"200":
+        return None
+    headers = dict(line.partition(b":")[::2] for line in header_lines)
+    length = {k.strip().lower(): v.strip() for k, v in headers.items()}.get(b"content-length")
+    if not body or (length is not None and length != str(len(body)).encode()):
+        return None
+    return body.decode(errors="replace").strip() or None
 
 
 def probe(

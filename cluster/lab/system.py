@@ -50,7 +50,13 @@ def apply(lab: Lab, *paths: Path) -> None:
 
 
 def status(lab: Lab) -> dict[str, Any]:
-    return json.loads(raylb(lab, "status", "--json").stdout)
+    result = raylb(lab, "status", "--json")
+    try:
+        return json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"`raylb status --json` printed no JSON ({exc}); stdout {result.stdout[-500:]!r}, stderr {result.stderr[-1500:]!r}"
+        ) from exc
 
 
 def services(lab: Lab) -> dict[str, dict[str, Any]]:

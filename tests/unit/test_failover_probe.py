@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raylb.actors.speaker.failover_probe import Outage, Sample, check_lab_vip, outages, summary, takeover
+from raylb.actors.speaker.failover_probe import Outage, Sample, check_lab_vip, outages, served_by, summary, takeover
 
 
 def series(spec: str, *, start_s: float = 10.0, interval_s: float = 0.01) -> list[Sample]:
@@ -86,3 +86,21 @@ def test_the_prober_refuses_addresses_outside_the_lab(vip: str) -> None:
 @pytest.mark.parametrize("vip", ["198.18.0.130", "2001:db8:18::1:10"])
 def test_the_prober_accepts_lab_vips(vip: str) -> None:
     assert str(check_lab_vip(vip)) == vip
+
+
+@pytest.mark.parametrize(
+    ("response", "node"),
+    [
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\nX-Raylb-Node: node1\r\n\r\nnode1", "node1"),
+        (b"HTTP/1.0 200 OK\r\n\r\nnode2", "node2"),  # no length given: the body up to EOF
+        # the server died between its headers and its body: a failure, not "served by nobody"
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n", None),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nnod", None),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n", None),  # headers cut short
+        (b"HTTP/1.0 503 Unavailable\r\nContent-Length: 5\r\n\r\nnode1", None),
+        (b"", None),
+        (b"garbage", None),
+    ],
+)
+def test_only_a_complete_200_response_names_the_serving_node(response: bytes, node: str | None) -> None:
+    assert served_by(response) == node
