@@ -187,24 +187,30 @@ class OperatorCore:
         self.deployed = True
         config = rc.read_config(self.world, operator_namespace=self.operator_namespace)
         self._apply(rc.pool_condition_writes(self.world, config, operator_namespace=self.operator_namespace, now=now))
-        self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
-        self._problems = frozenset(config.problems)
+        failed = self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
+        # A problem whose event could not be recorded is not remembered: it is told again next round.
+        self._problems = frozenset(p for p in config.problems if rc.problem_ref(p, self.operator_namespace) not in failed)
 
         views = self._service_views.read(self.world, load_balancer_class=metallb.spec.load_balancer_class)
         requests = {key: v.request for key, v in views.items() if v.request is not None}
         outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
         writes: list[rc.Write] = []
         for key, view in views.items():
+            writes += rc.service_writes(view, view.error or outcomes.get(key), last_error=self._last_error.get(key))
+            if key not in self._deprecation_told:
+                writes += rc.deprecation_events(view)
+        failed = self._apply(writes)  # one batch: writes to different Services go out in parallel
+        for key, view in views.items():  # remember what was told only where every write landed
+            if view.ref in failed:
+                self._last_error.pop(key, None)
+                continue
             outcome = view.error or outcomes.get(key)
-            writes += rc.service_writes(view, outcome, last_error=self._last_error.get(key))
             if isinstance(outcome, Exception):
                 self._last_error[key] = outcome.message
             else:
                 self._last_error.pop(key, None)
-            if view.deprecated and key not in self._deprecation_told:
-                writes += rc.deprecation_events(view)
+            if view.deprecated:
                 self._deprecation_told.add(key)
-        self._apply(writes)  # one batch: writes to different Services go out in parallel
         self._apply(rc.stale_services(self.world, views))
 
         ray_nodes = self.ray.nodes()
@@ -224,8 +230,8 @@ class OperatorCore:
         self.ray.push(self.snapshot, nodes)
 
         announcers = self._announcers_from(statuses, views)
-        self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))
-        self._announcers = announcers
+        failed = self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))
+        self._announcers = rc.announcers_written(announcers, previous=self._announcers, failed=failed)
         ready = len(set(self.ray.speaker_names()) & set(nodes))
         self._apply(
             rc.metallb_condition_writes(
@@ -323,12 +329,13 @@ class OperatorCore:
         self.ray.remove_allocator()
         self.deployed = False
         self.snapshot = EMPTY
-        self._apply(rc.announcement_writes({}, announcers={}, previous=self._announcers))
-        self._announcers.clear()
+        failed = self._apply(rc.announcement_writes({}, announcers={}, previous=self._announcers))
+        self._announcers = rc.announcers_written({}, previous=self._announcers, failed=failed)
 
-    def _apply(self, writes: Sequence[rc.Write]) -> None:
+    def _apply(self, writes: Sequence[rc.Write]) -> frozenset[Ref]:
         """Execute writes: in order per object, different objects in parallel (up to
-        write_concurrency). Outcomes are booked here, on the loop's thread, in write order."""
+        write_concurrency). Outcomes are booked here, on the loop's thread, in write order.
+        Returns the objects with a failed write, whose memory the caller must not advance."""
         groups: dict[Ref, list[rc.Write]] = {}
         for write in writes:
             groups.setdefault(write.ref, []).append(write)
@@ -338,15 +345,18 @@ class OperatorCore:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.write_concurrency, thread_name_prefix="raylb-write")
             done = list(self._pool.map(self._execute_all, groups.values()))
+        failed: set[Ref] = set()
         for results in done:
             for write, error in results:
                 if error is not None:
+                    failed.add(write.ref)
                     self.counters.write_failures += 1
                     self.counters.last_error = f"{type(write).__name__} {write.ref}: {error}"
                     log.warning("write failed: %s %s: %s", type(write).__name__, write.ref, error)
                     continue
                 self.counters.writes += 1
                 _reflect(self.world, write)
+        return frozenset(failed)
 
     def _execute_all(self, writes: Sequence[rc.Write]) -> list[tuple[rc.Write, Exception | None]]:
         """Writes to one object, in order; one failure does not stop the ones after it."""

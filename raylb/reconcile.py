@@ -277,10 +277,15 @@ def pool_condition_writes(world: World, config: Config, *, operator_namespace: s
     return writes
 
 
+def problem_ref(problem: Problem, operator_namespace: str) -> Ref:
+    """The resource a configuration problem is reported on."""
+    return Ref(problem.kind, operator_namespace, problem.name)
+
+
 def problem_events(config: Config, *, operator_namespace: str, previous: frozenset[Problem]) -> list[Write]:
     """A Warning event for each problem that is new since the last reconcile."""
     return [
-        RecordEvent(Ref(p.kind, operator_namespace, p.name), "Warning", "InvalidConfiguration", str(p))
+        RecordEvent(problem_ref(p, operator_namespace), "Warning", "InvalidConfiguration", str(p))
         for p in config.problems
         if p not in previous
     ]
@@ -503,6 +508,21 @@ def announcement_writes(
         namespace, _, name = key.partition("/")
         writes.append(DeleteL2Status(Ref("Service", namespace, name)))  # also for a deleted Service
     return writes
+
+
+def announcers_written(
+    announcers: Mapping[str, str], *, previous: Mapping[str, str], failed: frozenset[Ref]
+) -> dict[str, str]:
+    """What the operator may remember as announced after `announcement_writes` ran: the new
+    announcer where its writes landed, the previous one where they failed (so the next round
+    writes again, also a failed removal)."""
+    out: dict[str, str] = {}
+    for key in sorted(set(announcers) | set(previous)):
+        namespace, _, name = key.partition("/")
+        node = previous.get(key) if Ref("Service", namespace, name) in failed else announcers.get(key)
+        if node is not None:
+            out[key] = node
+    return out
 
 
 # --- speakers and the snapshot --------------------------------------------------------------

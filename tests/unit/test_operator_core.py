@@ -283,6 +283,72 @@ def test_a_failing_write_does_not_stop_the_round(system: System) -> None:
     assert system.ingress("a") == ["198.18.0.128"]
 
 
+def failing_once(system: System, method: str, *, when: Any = lambda *a, **k: True) -> list[tuple[Any, ...]]:
+    """Make `system.cluster.<method>` raise the first time `when(args, kwargs)` holds; returns the
+    calls that failed."""
+    original = getattr(system.cluster, method)
+    failed: list[tuple[Any, ...]] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if not failed and when(*args, **kwargs):
+            failed.append(args)
+            raise TemporaryError(f"{method}: API server unreachable")
+        return original(*args, **kwargs)
+
+    setattr(system.cluster, method, flaky)
+    return failed
+
+
+def test_a_failed_service_l2_status_write_is_retried_with_its_event(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node2"]))
+    failed = failing_once(system, "put_l2_status")
+    system.settle()
+    assert failed, "the fault was never hit"
+    assert system.cluster.l2_statuses()["default/web"]["node"] in NODES
+    assert len(system.events("nodeAssigned")) >= 1
+
+
+def test_a_failed_service_l2_status_removal_is_retried(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node2"]))
+    system.settle()
+    failed = failing_once(system, "delete_l2_status")
+    system.cluster.delete(Ref("Service", "default", "web"))
+    system.settle()
+    assert failed, "the fault was never hit"
+    assert system.cluster.l2_statuses() == {}
+
+
+def test_a_failed_warning_event_is_recorded_on_a_later_round(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("nowhere", annotations={"metallb.io/address-pool": "no-such-pool"}))
+    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == "AllocationFailed")
+    system.settle()
+    assert failed, "the fault was never hit"
+    assert len(system.events("AllocationFailed")) == 1
+
+
+def test_a_failed_configuration_problem_event_is_recorded_on_a_later_round(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("IPAddressPool", ip_pool("broken", ["not-an-ip"]))
+    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == "InvalidConfiguration")
+    system.settle()
+    assert failed, "the fault was never hit"
+    assert [e.ref.name for e in system.events("InvalidConfiguration")] == ["broken"]
+
+
+def test_a_failed_deprecation_event_is_recorded_on_a_later_round(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("old", annotations={"metallb.universe.tf/address-pool": "doc-example"}))
+    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == "DeprecatedAnnotation")
+    system.settle()
+    assert failed, "the fault was never hit"
+    assert len(system.events("DeprecatedAnnotation")) == 1
+
+
 def test_a_round_that_blows_up_is_counted_and_the_next_round_runs(system: System) -> None:
     seed(system.cluster)
     system.cluster.apply("Service", service("web"))
