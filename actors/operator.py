@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -454,6 +454,7 @@ class OperatorActor:
         from raylb.actors.ray_ops import RayOps  # noqa: PLC0415
 
         logging.basicConfig(level=logging.INFO)
+        self._settings = settings
         desired, results = connect(settings)
         self._core = OperatorCore(
             desired=desired, results=results, ray=RayOps(), operator_namespace=settings.operator_namespace,
@@ -467,6 +468,18 @@ class OperatorActor:
 
     def ping(self) -> bool:
         return True
+
+    def settings(self) -> dict[str, Any]:
+        return asdict(self._settings)
+
+
+def settings_conflict(running: Mapping[str, Any], wanted: OperatorSettings) -> str | None:
+    """Why `wanted` cannot attach to an operator started with `running` (None: it can)."""
+    differ = {k: (running.get(k), v) for k, v in asdict(wanted).items() if running.get(k) != v}
+    if not differ:
+        return None
+    told = ", ".join(f"{k}: running {old!r}, asked {new!r}" for k, (old, new) in sorted(differ.items()))
+    return f"raylb already runs on this Ray cluster with other settings ({told}); run `raylb uninstall` first to change them"
 
 
 def start_operator(settings: OperatorSettings, *, namespace: str = "raylb") -> Any:

@@ -25,7 +25,7 @@ import yaml
 
 from raylb.actors.allocator import ALLOCATOR_NAME
 from raylb.actors.memory import MEMORY_NAME, start_memory
-from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, start_operator
+from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, settings_conflict, start_operator
 from raylb.actors.ray_ops import RAY_NAMESPACE
 from raylb.actors.speaker.actor import find_speakers, speaker_name
 from raylb.desired import NAMESPACED
@@ -132,14 +132,22 @@ def _actor(name: str) -> Any | None:
 def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str) -> None:
     """Start the raylb operator on the Ray cluster, or attach to the one already running."""
     connect(address)
-    existing = _actor(OPERATOR_NAME)
-    if memory:
-        start_memory(namespace=RAY_NAMESPACE)
     if kubeconfig:
         kubeconfig = str(Path(kubeconfig).resolve())
     settings = OperatorSettings(
         operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig
     )
+    existing = _actor(OPERATOR_NAME)
+    if existing is not None:  # attach only to an operator doing what this run asks for
+        try:
+            running = ray.get(existing.settings.remote(), timeout=CALL_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a restarting or wedged operator: say so, do not guess
+            raise click.ClickException(f"the running raylb operator did not tell its settings: {exc}") from exc
+        conflict = settings_conflict(running, settings)
+        if conflict:
+            raise click.ClickException(conflict)
+    if memory:
+        start_memory(namespace=RAY_NAMESPACE)
     handle = start_operator(settings, namespace=RAY_NAMESPACE)
     ray.get(handle.ping.remote(), timeout=120)
     click.echo(("attached to the running" if existing else "started the") + f" raylb operator ({settings.source})")

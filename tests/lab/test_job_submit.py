@@ -131,6 +131,15 @@ def test_resubmitting_attaches_and_duplicates_nothing(lab: Lab) -> None:
     assert after == before, "re-submitting replaced or added actors"
 
 
+def test_a_run_asking_for_other_settings_is_refused_and_changes_nothing(lab: Lab) -> None:
+    before = raylb_actors(lab)
+    refused = system.raylb(lab, "run", "--operator-namespace", "elsewhere", "--memory", check=False)
+    assert refused.returncode != 0
+    assert "operator_namespace: running 'metallb-system', asked 'elsewhere'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert raylb_actors(lab) == before
+
+
 def test_stopping_a_job_leaves_the_system_running(lab: Lab) -> None:
     before = raylb_actors(lab)
     web = system.services(lab)["default/web"]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-from raylb.actors.operator import SOURCE_ERROR_GRACE_S, OperatorCore
+from raylb.actors.operator import SOURCE_ERROR_GRACE_S, OperatorCore, OperatorSettings, settings_conflict
 from raylb.cluster.kube.client import ForbiddenError
 from raylb.cluster.memory import MemoryCluster
 from raylb.desired import Change, Ref, World
@@ -594,3 +594,13 @@ def test_deleting_metallb_deletes_the_l2_statuses_too(system: System) -> None:
     system.cluster.delete(Ref("MetalLB", NS, "metallb"))
     system.settle()
     assert system.cluster.l2_statuses() == {}
+
+
+def test_a_run_with_the_same_settings_attaches_and_one_with_others_is_told_what_differs() -> None:
+    running = asdict(OperatorSettings(source="kube", kubeconfig="/etc/raylb/kubeconfig"))
+    assert settings_conflict(running, OperatorSettings(source="kube", kubeconfig="/etc/raylb/kubeconfig")) is None
+    told = settings_conflict(running, OperatorSettings(source="memory"))
+    assert told is not None
+    assert "source: running 'kube', asked 'memory'" in told
+    assert "kubeconfig: running '/etc/raylb/kubeconfig', asked None" in told
+    assert "raylb uninstall" in told and "operator_namespace" not in told
