@@ -171,6 +171,21 @@ class Prober:
 
         return self._ask(self._ndp, frame, match, timeout_s=timeout_s, collect=collect)
 
+    def answering(
+        self, target: ipaddress.IPv4Address | ipaddress.IPv6Address, *, timeout_s: float = 0.3, tries: int = 3
+    ) -> tuple[str, ...]:
+        """Every MAC that answers one question for `target` (ARP for IPv4, NS for IPv6) within
+        `timeout_s`. Asked again, up to `tries` times, only while nobody answers: a busy machine
+        may let one window pass in silence, but a second answerer is never asked away."""
+        for _ in range(max(1, tries)):
+            if target.version == 4:
+                macs = self.arp(target, timeout_s=timeout_s, collect=True).macs  # type: ignore[arg-type]
+            else:
+                macs = self.ns(target, timeout_s=timeout_s, collect=True).macs  # type: ignore[arg-type]
+            if macs:
+                return macs
+        return ()
+
     @staticmethod
     def _ask(sock: socket.socket, frame: bytes, match, *, timeout_s: float, collect: bool) -> Answer:  # type: ignore[no-untyped-def]
         start = time.perf_counter()

@@ -102,7 +102,7 @@ def test_the_node_never_answers_for_its_own_address_or_unowned_ips(lab: Lab, har
     assert speaker.command(f"announce {node.ipv4}")["ok"] is False  # refused: the node's own IP
     assert speaker.command(f"announce {VIP4}")["ok"] is True
     # the node's own address is answered by its kernel only: exactly one reply, from node's MAC
-    assert prober.arp(node.ipv4, timeout_s=0.2, collect=True).macs == (node.mac,)
+    assert prober.answering(node.ipv4) == (node.mac,)
     assert speaker.counters().get(f"{node.ipv4}@eth0", {}).get("replies", 0) == 0
     assert prober.arp(IPv4Address("198.18.0.131"), timeout_s=0.2, collect=True).macs == ()
     assert prober.ns(IPv6Address("2001:db8:18::1:11"), timeout_s=0.2, collect=True).macs == ()
@@ -114,8 +114,8 @@ def test_exactly_one_mac_answers_per_vip(lab: Lab, harness, prober: Prober) -> N
     harness(owner).command(f"announce {VIP6}")
     harness(other).command("announce 198.18.0.140")  # a responder next door, owning something else
     for _ in range(5):
-        assert prober.arp(VIP4, timeout_s=0.2, collect=True).macs == (owner.mac,)
-        assert prober.ns(VIP6, timeout_s=0.2, collect=True).macs == (owner.mac,)
+        assert prober.answering(VIP4) == (owner.mac,)
+        assert prober.answering(VIP6) == (owner.mac,)
 
 
 def test_solicitations_without_source_link_layer_option_are_answered(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]

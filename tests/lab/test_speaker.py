@@ -158,15 +158,9 @@ def owners(status: dict[str, dict[str, Any]], vip: IPAddress) -> set[str]:
     return {n for n, s in status.items() if str(vip) in s.get("owned", {})}
 
 
-def answering_macs(prober: Prober, vip: IPAddress) -> tuple[str, ...]:
-    if vip.version == 4:
-        return prober.arp(vip, timeout_s=0.3, collect=True).macs  # type: ignore[arg-type]
-    return prober.ns(vip, timeout_s=0.3, collect=True).macs  # type: ignore[arg-type]
-
-
 def wait_answering(prober: Prober, vip: IPAddress, node: Host) -> None:
     """Poll until `node`'s MAC, and no other, answers ARP/NDP for `vip`."""
-    wait_for(lambda: answering_macs(prober, vip) == (node.mac,), what=f"only {node.name} answering {vip}")
+    wait_for(lambda: prober.answering(vip) == (node.mac,), what=f"only {node.name} answering {vip}")
 
 
 def wait_http(lab: Lab, vip: IPAddress) -> str:
@@ -227,7 +221,7 @@ def test_exactly_one_mac_answers_each_vip_and_http_reaches_the_announcer(
         expected = lab.host(pick(ip=vip, candidates=NODES))  # type: ignore[arg-type]
         wait_answering(prober, vip, expected)
         for _ in range(5):  # steady state, not a lucky moment
-            assert answering_macs(prober, vip) == (expected.mac,)
+            assert prober.answering(vip) == (expected.mac,)
         assert wait_http(lab, vip) == expected.name
         assert owners(driver.status(), vip) == {expected.name}
     status = driver.status()
@@ -242,7 +236,7 @@ def test_local_policy_is_announced_only_by_the_node_with_the_endpoint(
     for vip in (LOCAL_VIP4, LOCAL_VIP6):
         wait_answering(prober, vip, node3)
         for _ in range(3):
-            assert answering_macs(prober, vip) == (node3.mac,)
+            assert prober.answering(vip) == (node3.mac,)
         assert owners(driver.status(), vip) == {"node3"}
         assert wait_http(lab, vip) == "node3"
 

@@ -37,13 +37,6 @@ def lab() -> Iterator[Lab]:
         down(name)
 
 
-def answering_macs(prober: Prober, ip: str) -> tuple[str, ...]:
-    address = ipaddress.ip_address(ip)
-    if address.version == 4:
-        return prober.arp(address, timeout_s=0.3, collect=True).macs  # type: ignore[arg-type]
-    return prober.ns(address, timeout_s=0.3, collect=True).macs  # type: ignore[arg-type]
-
-
 def probe_run(lab: Lab, vip: str, duration_s: float) -> ProbeRun:
     return ProbeRun(functools.partial(lab.popen, lab.client), vip=vip, duration_s=duration_s)
 
@@ -54,7 +47,7 @@ def test_every_vip_is_answered_by_exactly_its_announcing_node(lab: Lab, prober: 
     for key in SERVICES:
         node = lab.host(services[key]["node"])
         for ip in services[key]["ips"]:
-            assert answering_macs(prober, ip) == (node.mac,), f"{key} {ip} should be answered by {node.name} only"
+            assert prober.answering(ipaddress.ip_address(ip)) == (node.mac,), f"{key} {ip} should be answered by {node.name} only"
             seen += 1
     assert seen == len(SERVICES)
 
@@ -138,7 +131,7 @@ def test_deleting_metallb_removes_everything_and_recreating_it_restores_the_same
     before = system.services(lab)
     system.raylb(lab, "delete", "MetalLB", "metallb", "-n", "metallb-system")
     system.wait_for(lambda: not system.status(lab)["speakers"], timeout_s=60, what="speakers removed")
-    assert answering_macs(prober, before["default/web"]["ips"][0]) == ()
+    assert prober.answering(ipaddress.ip_address(before["default/web"]["ips"][0])) == ()
     system.apply(lab, system.EXAMPLES / "demo.yaml")
     after = system.wait_announced(lab, SERVICES, timeout_s=90)
     assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
@@ -157,4 +150,4 @@ def test_killing_the_ray_head_leaves_announcements_running(lab: Lab, prober: Pro
     for key in ("default/web", "default/web6"):
         ip, node = services[key]["ips"][0], services[key]["node"]
         assert lab.http_get(lab.client, ip) == (200, node)
-        assert answering_macs(prober, ip) == (lab.host(node).mac,)
+        assert prober.answering(ipaddress.ip_address(ip)) == (lab.host(node).mac,)
