@@ -15,7 +15,7 @@ from typing import Any
 import ray
 
 from raylb.cluster.memory import MemoryCluster
-from raylb.desired import Change, Ref
+from raylb.desired import Change, Key, Ref, WireObject, key_of, relist_diff
 
 MEMORY_NAME = "raylb-memory"
 CALL_TIMEOUT_S = 10.0
@@ -35,18 +35,19 @@ class MemoryDesired:
     def __init__(self, handle: Any) -> None:
         self._handle = handle
         self._reader = uuid.uuid4().hex
+        self._known = Known()
         self.synced = False  # True once the full first list has arrived
 
     def wait_changes(self, *, timeout_s: float) -> list[Change]:
-        ref = self._handle.wait_changes.remote(reader=self._reader, timeout_s=timeout_s)
+        ref = self._handle.watch.remote(reader=self._reader, timeout_s=timeout_s)
         try:
-            changes = ray.get(ref, timeout=timeout_s + CALL_TIMEOUT_S)
+            changes, full_list = ray.get(ref, timeout=timeout_s + CALL_TIMEOUT_S)
         except Exception:
             if not self.synced:  # the full list may be lost with the reply: start over as a new reader
                 self._reader = uuid.uuid4().hex
             raise
         self.synced = True
-        return changes
+        return self._known.relist(changes) if full_list else self._known.follow(changes)
 
 
 class MemoryResults:
@@ -77,3 +78,32 @@ class MemoryResults:
 
     def set_conditions(self, ref: Ref, conditions: Sequence[Mapping[str, str]]) -> None:
         self._call("set_conditions", ref, [dict(c) for c in conditions])
+
+
+class Known:
+    """The last object of every Ref a reader was told about, so that a full list arriving after
+    the store forgot the reader is told as the difference (raylb.desired.relist_diff), deletions
+    included, as the Kubernetes source does after a 410."""
+
+    def __init__(self) -> None:
+        self._objects: dict[str, dict[Key, WireObject]] = {}  # kind -> key -> object
+
+    def follow(self, changes: list[Change]) -> list[Change]:
+        for change in changes:
+            objects = self._objects.setdefault(change.kind, {})
+            if change.type == "DELETED":
+                objects.pop(key_of(change.obj), None)
+            else:
+                objects[key_of(change.obj)] = change.obj
+        return changes
+
+    def relist(self, listed: list[Change]) -> list[Change]:
+        by_kind: dict[str, list[WireObject]] = {}
+        for change in listed:
+            by_kind.setdefault(change.kind, []).append(change.obj)
+        diff = [
+            change
+            for kind in sorted(self._objects.keys() | by_kind.keys())
+            for change in relist_diff(kind, self._objects.get(kind, {}), by_kind.get(kind, []))
+        ]
+        return self.follow(diff)

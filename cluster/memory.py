@@ -6,6 +6,11 @@ reader (an operator incarnation) starts with a full list. Results written by the
 (ingress, annotations, events, ServiceL2Status, conditions) land on the stored objects, so a
 test reads them back the way `kubectl get` would. Thread-safe; the Ray actor in
 raylb.actors.memory shares one instance between the test driver and the operator.
+
+It stays small however long it runs, as an API server does: the change log keeps only what a
+reader has yet to read, a reader silent for `reader_idle_s` (a dead operator incarnation) is
+forgotten and, should it come back, listed in full again (`watch` says so, like a watch that
+expired), and only the newest `EVENTS_KEPT` events are kept.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import copy
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +27,10 @@ from typing import Any
 from raylb.desired import Change, ChangeType, Ref, WireObject
 
 L2_STATUS_KIND = "ServiceL2Status"
+#: A reader that has not asked for changes this long is gone (a live operator asks every round).
+READER_IDLE_S = 300.0
+#: Events kept for `recorded_events` (Kubernetes expires its events after an hour).
+EVENTS_KEPT = 10_000
 
 
 def _merge_annotations(obj: dict[str, Any], annotations: Mapping[str, str | None]) -> None:
@@ -43,13 +53,16 @@ class Event:
 class MemoryCluster:
     """Objects by Ref, an ordered change log, and one cursor per reader."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reader_idle_s: float = READER_IDLE_S, events_kept: int = EVENTS_KEPT) -> None:
         self._lock = threading.Condition()
         self._objects: dict[Ref, dict[str, Any]] = {}
         self._log: list[Change] = []
-        self._cursors: dict[str, int] = {}
+        self._base = 0  # position of _log[0] in the stream of every change ever made
+        self._cursors: dict[str, int] = {}  # reader -> position of its next change
+        self._asked: dict[str, float] = {}  # reader -> monotonic time of its last call
+        self._reader_idle_s = reader_idle_s
         self._versions = itertools.count(1)
-        self.events: list[Event] = []
+        self.events: deque[Event] = deque(maxlen=events_kept)
         self.l2_status: dict[Ref, dict[str, Any]] = {}
         self.writes = 0
 
@@ -72,8 +85,14 @@ class MemoryCluster:
             if obj is None:
                 return False
             self._log.append(Change("DELETED", ref.kind, obj))
+            self._trim()
             self._lock.notify_all()
             return True
+
+    def log_length(self) -> int:
+        """Changes held for readers that have yet to read them."""
+        with self._lock:
+            return len(self._log)
 
     def get(self, ref: Ref) -> dict[str, Any] | None:
         with self._lock:
@@ -100,18 +119,46 @@ class MemoryCluster:
     # --- raylb.desired.Desired --------------------------------------------------------------
 
     def wait_changes(self, *, reader: str, timeout_s: float) -> list[Change]:
+        return self.watch(reader=reader, timeout_s=timeout_s)[0]
+
+    def watch(self, *, reader: str, timeout_s: float) -> tuple[list[Change], bool]:
+        """The reader's next changes (blocking up to `timeout_s` for one), and whether they are
+        a full list: the reader's first call, or its first after it was forgotten."""
         deadline = time.monotonic() + timeout_s
         with self._lock:
+            self._asked[reader] = time.monotonic()
+            self._forget_idle_readers()
             if reader not in self._cursors:
-                self._cursors[reader] = len(self._log)
-                return [Change("ADDED", r.kind, copy.deepcopy(o)) for r, o in sorted(self._objects.items())]
-            while self._cursors[reader] == len(self._log):
+                self._cursors[reader] = self._end()
+                self._trim()
+                return [Change("ADDED", r.kind, copy.deepcopy(o)) for r, o in sorted(self._objects.items())], True
+            while self._cursors[reader] == self._end():
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
+                if remaining <= 0 or reader not in self._cursors:
+                    return [], False
                 self._lock.wait(remaining)
-            start, self._cursors[reader] = self._cursors[reader], len(self._log)
-            return [copy.deepcopy(c) for c in self._log[start:]]
+            if reader not in self._cursors:  # forgotten while it waited: it hears so next call
+                return [], False
+            start, self._cursors[reader] = self._cursors[reader], self._end()
+            changes = [copy.deepcopy(c) for c in self._log[start - self._base :]]
+            self._trim()
+            return changes, False
+
+    def _end(self) -> int:
+        return self._base + len(self._log)
+
+    def _forget_idle_readers(self) -> None:
+        cutoff = time.monotonic() - self._reader_idle_s
+        for reader in [r for r, t in self._asked.items() if t < cutoff]:
+            del self._asked[reader]
+            self._cursors.pop(reader, None)
+
+    def _trim(self) -> None:
+        """Drop the changes every reader has read."""
+        keep_from = min(self._cursors.values(), default=self._end())
+        if keep_from > self._base:
+            del self._log[: keep_from - self._base]
+            self._base = keep_from
 
     # --- raylb.desired.Results --------------------------------------------------------------
 
@@ -167,4 +214,5 @@ class MemoryCluster:
         obj.setdefault("metadata", {})["resourceVersion"] = str(next(self._versions))
         self._objects[ref] = obj
         self._log.append(Change(change_type, ref.kind, copy.deepcopy(obj)))
+        self._trim()  # with no reader, nothing is kept: a new reader gets the full list
         self._lock.notify_all()

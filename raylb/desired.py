@@ -13,7 +13,7 @@ check them in one place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -67,6 +67,43 @@ class Change:
     @property
     def ref(self) -> Ref:
         return Ref.of(self.kind, self.obj)
+
+
+Key = tuple[str, str]  # (namespace, name) of one object of a known kind
+
+
+def key_of(obj: WireObject) -> Key:
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta.get("name") or "")
+
+
+def meta_field(obj: WireObject, field: str) -> Any:
+    return (obj.get("metadata") or {}).get(field)
+
+
+def relist_diff(kind: str, known: Mapping[Key, WireObject], listed: Iterable[WireObject]) -> list[Change]:
+    """Changes that turn `known` (what readers already have) into `listed` (a fresh list).
+
+    New objects are ADDED, objects with another resourceVersion MODIFIED, vanished ones
+    DELETED (carrying the last known object); an object deleted and recreated under the same
+    name (another uid) is DELETED then ADDED. Unchanged objects produce nothing. Sorted by
+    (namespace, name), so the result is deterministic.
+    """
+    fresh = {key_of(obj): obj for obj in listed}
+    changes: list[Change] = []
+    for key in sorted(known.keys() | fresh.keys()):
+        old, new = known.get(key), fresh.get(key)
+        if new is None:
+            assert old is not None
+            changes.append(Change("DELETED", kind, old))
+        elif old is None:
+            changes.append(Change("ADDED", kind, new))
+        elif meta_field(old, "uid") != meta_field(new, "uid"):
+            changes.append(Change("DELETED", kind, old))
+            changes.append(Change("ADDED", kind, new))
+        elif meta_field(old, "resourceVersion") != meta_field(new, "resourceVersion"):
+            changes.append(Change("MODIFIED", kind, new))
+    return changes
 
 
 class Desired(Protocol):

@@ -25,14 +25,14 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
 from raylb.cluster.kube.client import Api, GoneError, KindInfo, clone_api_client, kind_info
-from raylb.desired import NAMESPACED, Change, WireObject
+from raylb.desired import NAMESPACED, Change, Key, WireObject, key_of, meta_field, relist_diff
 from raylb.errors import RaylbError, TemporaryError
 from raylb.reconcile import OPERATOR_NAMESPACE
 
@@ -48,7 +48,6 @@ MIN_HEALTHY_WATCH_S = 1.0
 # How long stop() waits for each thread after shutting its stream.
 STOP_JOIN_S = 5.0
 
-Key = tuple[str, str]  # (namespace, name)
 
 
 @dataclass(frozen=True)
@@ -69,40 +68,6 @@ class Backoff:
 
 
 # ---- pure parts ----------------------------------------------------------------------------
-
-
-def key_of(obj: WireObject) -> Key:
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta.get("name") or "")
-
-
-def _meta(obj: WireObject, field: str) -> Any:
-    return (obj.get("metadata") or {}).get(field)
-
-
-def relist_diff(kind: str, known: Mapping[Key, WireObject], listed: Iterable[WireObject]) -> list[Change]:
-    """Changes that turn `known` (what readers already have) into `listed` (a fresh list).
-
-    New objects are ADDED, objects with another resourceVersion MODIFIED, vanished ones
-    DELETED (carrying the last known object); an object deleted and recreated under the same
-    name (another uid) is DELETED then ADDED. Unchanged objects produce nothing. Sorted by
-    (namespace, name), so the result is deterministic.
-    """
-    fresh = {key_of(obj): obj for obj in listed}
-    changes: list[Change] = []
-    for key in sorted(known.keys() | fresh.keys()):
-        old, new = known.get(key), fresh.get(key)
-        if new is None:
-            assert old is not None
-            changes.append(Change("DELETED", kind, old))
-        elif old is None:
-            changes.append(Change("ADDED", kind, new))
-        elif _meta(old, "uid") != _meta(new, "uid"):
-            changes.append(Change("DELETED", kind, old))
-            changes.append(Change("ADDED", kind, new))
-        elif _meta(old, "resourceVersion") != _meta(new, "resourceVersion"):
-            changes.append(Change("MODIFIED", kind, new))
-    return changes
 
 
 def normalize(obj: dict[str, Any], info: KindInfo) -> dict[str, Any]:
@@ -204,7 +169,7 @@ class KindWatcher:
             if isinstance(error, GoneError):
                 self.resource_version = None
             raise error
-        rv = _meta(obj, "resourceVersion")
+        rv = meta_field(obj, "resourceVersion")
         if kind == "BOOKMARK":
             self.resource_version = rv or self.resource_version
             return

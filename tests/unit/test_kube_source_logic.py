@@ -29,7 +29,8 @@ from raylb.cluster.kube.client import (
     translate,
 )
 from raylb.cluster.kube.results import ingress_for, l2_status_name, merge_conditions
-from raylb.cluster.kube.source import Backoff, KindWatcher, normalize, relist_diff, watch_error
+from raylb.cluster.kube.source import Backoff, KindWatcher, normalize, watch_error
+from raylb.desired import relist_diff
 from raylb.desired import Change, Ref, World
 from raylb.errors import PermanentError, TemporaryError
 

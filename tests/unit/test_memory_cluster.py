@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 
+from raylb.actors.memory import Known
 from raylb.cluster.memory import MemoryCluster
 from raylb.desired import Change, Ref, World
 
@@ -92,3 +94,69 @@ def test_ingress_and_annotations_are_one_write() -> None:
     assert obj["metadata"]["annotations"] == {"metallb.io/ip-allocated-from-pool": "doc-example"}
     cluster.set_ingress(ref, [], annotations={"metallb.io/ip-allocated-from-pool": None})
     assert cluster.get(ref)["metadata"]["annotations"] == {} and cluster.write_count() == 2
+
+
+def test_the_change_log_keeps_only_what_a_reader_has_yet_to_read() -> None:
+    cluster = MemoryCluster()
+    for i in range(50):  # nobody reads yet: nothing is kept, a first reader gets the full list
+        cluster.apply("Service", service("a", ports=[{"port": i}]))
+    assert cluster.log_length() == 0
+    changes, full_list = cluster.watch(reader="op", timeout_s=0)
+    assert full_list and [c.ref.name for c in changes] == ["a"]
+    for i in range(50):
+        cluster.apply("Service", service(f"s{i}"))
+    assert cluster.log_length() == 50
+    changes, full_list = cluster.watch(reader="op", timeout_s=0)
+    assert not full_list and len(changes) == 50
+    assert cluster.log_length() == 0
+
+
+def test_a_silent_reader_is_forgotten_and_listed_in_full_when_it_returns() -> None:
+    cluster = MemoryCluster(reader_idle_s=0.05)
+    cluster.apply("Service", service("a"))
+    cluster.watch(reader="dead", timeout_s=0)
+    cluster.watch(reader="live", timeout_s=0)
+    cluster.delete(Ref("Service", "default", "a"))
+    cluster.apply("Service", service("b"))
+    time.sleep(0.1)
+    assert [c.type for c in cluster.wait_changes(reader="live", timeout_s=0)] == ["DELETED", "ADDED"]
+    assert cluster.log_length() == 0, "the silent reader still pins the log"
+    changes, full_list = cluster.watch(reader="dead", timeout_s=0)
+    assert full_list and [(c.type, c.ref.name) for c in changes] == [("ADDED", "b")]
+
+
+def test_a_reader_told_a_full_list_again_sees_the_difference_deletions_included() -> None:
+    cluster = MemoryCluster(reader_idle_s=0.05)
+    known = Known()
+    cluster.apply("Service", service("kept"))
+    cluster.apply("Service", service("changed"))
+    cluster.apply("Service", service("deleted"))
+    cluster.apply("Node", {"metadata": {"name": "node1"}})
+    world = World()
+    for change in known.relist(cluster.watch(reader="op", timeout_s=0)[0]):
+        world.apply(change)
+    cluster.apply("Service", service("changed", ports=[{"port": 80}]))
+    cluster.delete(Ref("Service", "default", "deleted"))
+    cluster.delete(Ref("Node", "", "node1"))
+    time.sleep(0.1)
+    cluster.watch(reader="other", timeout_s=0)  # "op" is forgotten here
+    changes, full_list = cluster.watch(reader="op", timeout_s=0)
+    assert full_list
+    told = known.relist(changes)
+    assert [(c.type, c.ref.key) for c in told] == [
+        ("DELETED", "node1"),
+        ("MODIFIED", "default/changed"),
+        ("DELETED", "default/deleted"),
+    ]
+    for change in told:
+        world.apply(change)
+    assert sorted(ref.key for ref, _ in world.of_kind("Service")) == ["default/changed", "default/kept"]
+    assert [ref.key for ref, _ in world.of_kind("Node")] == []
+
+
+def test_only_the_newest_events_are_kept() -> None:
+    cluster = MemoryCluster(events_kept=3)
+    ref = cluster.apply("Service", service("a"))
+    for i in range(5):
+        cluster.record_event(ref, type="Normal", reason="Test", message=str(i))
+    assert [e.message for e in cluster.recorded_events()] == ["2", "3", "4"]
