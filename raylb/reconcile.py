@@ -433,16 +433,24 @@ def read_services(world: World, *, load_balancer_class: str | None) -> dict[str,
 
 
 def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Write]:
-    """Services raylb once served that are no longer managed: clear what raylb wrote."""
+    """Services raylb once served that are no longer managed: clear what raylb wrote.
+
+    Known by the pool annotation raylb wrote, or, as MetalLB does, by being no LoadBalancer
+    at all while status still shows an ingress IP (an update that changed the type and dropped
+    our annotation, e.g. `kubectl replace`: the API server keeps the old status, and the IP
+    is already free for another Service).
+    """
     writes: list[Write] = []
     for ref, obj in world.of_kind("Service"):
         if ref.key in managed:
             continue
         notes = (obj.get("metadata") or {}).get("annotations") or {}
-        if POOL_ANNOTATION not in notes:
+        has_ingress = bool(((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"))
+        not_load_balancer = (obj.get("spec") or {}).get("type", "ClusterIP") != "LoadBalancer"
+        if POOL_ANNOTATION not in notes and not (has_ingress and not_load_balancer):
             continue
-        unpool = ((POOL_ANNOTATION, None),)
-        if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+        unpool = ((POOL_ANNOTATION, None),) if POOL_ANNOTATION in notes else ()
+        if has_ingress:
             writes.append(SetIngress(ref, (), annotations=unpool))
         else:
             writes.append(SetAnnotations(ref, unpool))
