@@ -322,31 +322,24 @@ def test_a_failed_service_l2_status_removal_is_retried(system: System) -> None:
     assert system.cluster.l2_statuses() == {}
 
 
-def test_a_failed_warning_event_is_recorded_on_a_later_round(system: System) -> None:
+@pytest.mark.parametrize(
+    ("kind", "manifest", "reason", "told_about"),
+    [
+        ("Service", service("nowhere", annotations={"metallb.io/address-pool": "no-such-pool"}), "AllocationFailed", "nowhere"),
+        ("IPAddressPool", ip_pool("broken", ["not-an-ip"]), "InvalidConfiguration", "broken"),
+        ("Service", service("old", annotations={"metallb.universe.tf/address-pool": "doc-example"}), "DeprecatedAnnotation", "old"),
+    ],
+    ids=["allocation-failed", "invalid-pool", "deprecated-annotation"],
+)
+def test_a_failed_warning_event_is_recorded_on_a_later_round(
+    system: System, kind: str, manifest: dict[str, Any], reason: str, told_about: str
+) -> None:
     seed(system.cluster)
-    system.cluster.apply("Service", service("nowhere", annotations={"metallb.io/address-pool": "no-such-pool"}))
-    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == "AllocationFailed")
+    system.cluster.apply(kind, manifest)
+    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == reason)
     system.settle()
     assert failed, "the fault was never hit"
-    assert len(system.events("AllocationFailed")) == 1
-
-
-def test_a_failed_configuration_problem_event_is_recorded_on_a_later_round(system: System) -> None:
-    seed(system.cluster)
-    system.cluster.apply("IPAddressPool", ip_pool("broken", ["not-an-ip"]))
-    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == "InvalidConfiguration")
-    system.settle()
-    assert failed, "the fault was never hit"
-    assert [e.ref.name for e in system.events("InvalidConfiguration")] == ["broken"]
-
-
-def test_a_failed_deprecation_event_is_recorded_on_a_later_round(system: System) -> None:
-    seed(system.cluster)
-    system.cluster.apply("Service", service("old", annotations={"metallb.universe.tf/address-pool": "doc-example"}))
-    failed = failing_once(system, "record_event", when=lambda ref, **kw: kw.get("reason") == "DeprecatedAnnotation")
-    system.settle()
-    assert failed, "the fault was never hit"
-    assert len(system.events("DeprecatedAnnotation")) == 1
+    assert [e.ref.name for e in system.events(reason)] == [told_about]
 
 
 def test_a_round_that_blows_up_is_counted_and_the_next_round_runs(system: System) -> None:
