@@ -13,6 +13,10 @@ By default both listen on loopback of the current network namespace; `raylb lab 
 `netns=` and `bind_address=` to run them inside the lab's control namespace instead (etcd
 stays on that namespace's loopback, the API server binds the given address).
 
+The servers die with the process that started them, even when it is SIGKILLed and no exit
+hook runs (the kernel's parent-death signal), unless it asks them to outlive it
+(`outlive_caller=True`, as `raylb lab up` does: the lab's namespace owns them then).
+
     with ControlPlane.start() as cp:
         api = cp.admin_client()
         ...
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import ctypes
 import http.client
 import os
 import shutil
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -125,8 +131,11 @@ class Endpoints:
 class ControlPlane:
     """etcd + kube-apiserver processes and everything they need on disk."""
 
-    def __init__(self, *, binaries: Binaries, workdir: Path, endpoints: Endpoints, netns: str | None) -> None:
+    def __init__(
+        self, *, binaries: Binaries, workdir: Path, endpoints: Endpoints, netns: str | None, outlive_caller: bool = False
+    ) -> None:
         self.binaries = binaries
+        self.outlive_caller = outlive_caller
         self.workdir = workdir
         self.endpoints = endpoints
         self.netns = netns
@@ -153,6 +162,7 @@ class ControlPlane:
         binaries: Binaries | None = None,
         workdir: Path | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
+        outlive_caller: bool = False,
     ) -> ControlPlane:
         """Start etcd and kube-apiserver and return once /readyz answers 200."""
         binaries = binaries or ensure_binaries(lambda line: print(f"[provision] {line}", flush=True))
@@ -166,8 +176,9 @@ class ControlPlane:
         if bind_address != "127.0.0.1":
             ports[0] = next(p for p in _free_ports(bind_address, 3, netns) if p not in ports[1:])
         endpoints = Endpoints(bind_address, ports[0], ports[1], ports[2])
-        plane = cls(binaries=binaries, workdir=workdir, endpoints=endpoints, netns=netns)
-        atexit.register(plane.stop)
+        plane = cls(binaries=binaries, workdir=workdir, endpoints=endpoints, netns=netns, outlive_caller=outlive_caller)
+        if not outlive_caller:
+            atexit.register(plane.stop)
         try:
             plane._start_etcd()
             plane._start_apiserver()
@@ -199,6 +210,7 @@ class ControlPlane:
             return subprocess.Popen(
                 self._argv(argv), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.workdir,
+                preexec_fn=None if self.outlive_caller else _die_with_parent(os.getpid()),
             )
         finally:
             log.close()
@@ -353,6 +365,21 @@ def _free_ports(address: str, count: int, netns: str | None) -> list[int]:
     argv = ["ip", "netns", "exec", netns, sys.executable, "-c", _FREE_PORTS_IN_NETNS, address, str(count)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30)
     return [int(p) for p in out.stdout.split()]
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when its parent dies (prctl PR_SET_PDEATHSIG), also
+    when the parent is gone already. Tied to the forking thread: spawn from a long-lived one."""
+
+    def arm() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0 or os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None) -> None:

@@ -21,7 +21,6 @@ control namespace, which `Lab.down()` empties by PID.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import shutil
 from collections.abc import Callable, Iterator
@@ -75,12 +74,12 @@ def start(
     """Start etcd + kube-apiserver in `control`'s namespace on its IPv4 address, install the
     CRDs and RBAC, and write both kubeconfigs into `state_dir`. Stops what it started on failure."""
     binaries = binaries or ensure_binaries(progress)
+    # The lab owns the servers: they must survive this process (as `raylb lab up` exits) and
+    # end with the namespace.
     plane = ControlPlane.start(
-        bind_address=str(control.ipv4), netns=control.netns, binaries=binaries, workdir=state_dir / WORKDIR
+        bind_address=str(control.ipv4), netns=control.netns, binaries=binaries, workdir=state_dir / WORKDIR,
+        outlive_caller=True,
     )
-    # The lab owns the servers from here: they must survive this process (as `raylb lab up`
-    # exits) and end with the namespace, so ControlPlane's exit hook must not stop them.
-    atexit.unregister(plane.stop)
     try:
         with ns.in_netns(control.netns):
             with plane.admin_client() as api:

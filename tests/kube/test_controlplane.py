@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -146,3 +150,36 @@ def test_stop_leaves_no_process_and_no_files(control_plane: ControlPlane) -> Non
 
     assert not any(_alive(p) for p in pids)
     assert not workdir.exists()
+
+
+OWNER = """
+import sys, time
+from pathlib import Path
+from raylb.cluster.kube.controlplane import ControlPlane
+plane = ControlPlane.start(workdir=Path(sys.argv[1]))
+print(" ".join(map(str, plane.pids)), flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_servers_die_with_a_sigkilled_owner(tmp_path: Path) -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in (owner.stdout.readline() if owner.stdout else "").split()]
+        assert len(pids) == 2, "the owner did not start etcd and kube-apiserver"
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+    finally:
+        owner.kill()  # no exit hook runs
+        owner.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids), f"servers {pids} outlived their SIGKILLed owner"
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (the servers' parent is gone, so init reaps them)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
