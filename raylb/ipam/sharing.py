@@ -6,10 +6,12 @@ Rules (the facts come from MetalLB's allocator; the code is ours):
   without a key never shares, and nobody may join an address it holds.
 - Backends must be compatible. With externalTrafficPolicy Local, traffic goes only to nodes
   running the service's own endpoints, so two Local services on one address would be announced
-  from different nodes; they may share only when their pod selectors are identical. MetalLB
-  encodes this as a "backend key" (the selector for Local, empty for Cluster). raylb also keeps
-  Local and Cluster apart outright (a Local service never shares with a Cluster one, even with an
-  empty selector), because the two announce from different node sets.
+  from different nodes; they may share only when they select the same pods: the same selector
+  in the same namespace (a selector only picks pods of its own namespace, so `app=web` in two
+  namespaces is two sets of pods). MetalLB encodes this as a "backend key" (the selector for
+  Local, empty for Cluster) and compares the selector alone. raylb also keeps Local and Cluster
+  apart outright (a Local service never shares with a Cluster one, even with an empty
+  selector), because the two announce from different node sets.
 - No two services on one address may use the same (protocol, port).
 - A service that is the only holder of an address may change its key or ports freely; it is
   checked against the *other* holders only.
@@ -34,20 +36,22 @@ class SharingProfile:
 
     key: str
     local_selector: tuple[tuple[str, str], ...] | None  # None under externalTrafficPolicy Cluster
+    local_namespace: str | None = None  # the selector's namespace, under Local only
 
     def describe(self) -> str:
         if self.local_selector is None:
             return f"sharing key {self.key!r} with externalTrafficPolicy Cluster"
         selector = ",".join(f"{k}={v}" for k, v in self.local_selector) or "<empty>"
-        return f"sharing key {self.key!r} with externalTrafficPolicy Local and selector {selector}"
+        return f"sharing key {self.key!r} with externalTrafficPolicy Local and selector {selector} in namespace {self.local_namespace}"
 
 
 def profile_of(req: ServiceRequest) -> SharingProfile | None:
     """The sharing profile of a request, or None when it does not allow sharing."""
     if not req.sharing_key:
         return None
-    local = req.external_traffic_policy == LOCAL
-    return SharingProfile(key=req.sharing_key, local_selector=tuple(sorted(req.selector)) if local else None)
+    if req.external_traffic_policy != LOCAL:
+        return SharingProfile(key=req.sharing_key, local_selector=None)
+    return SharingProfile(key=req.sharing_key, local_selector=tuple(sorted(req.selector)), local_namespace=req.namespace)
 
 
 class Holders:
