@@ -19,9 +19,11 @@ import copy
 import itertools
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from raylb.desired import Change, ChangeType, Ref, WireObject
@@ -31,6 +33,12 @@ L2_STATUS_KIND = "ServiceL2Status"
 READER_IDLE_S = 300.0
 #: Events kept for `recorded_events` (Kubernetes expires its events after an hour).
 EVENTS_KEPT = 10_000
+
+
+def _now_rfc3339() -> str:
+    """Now, to the microsecond (the API server stamps whole seconds; finer keeps the order of
+    objects created within one second, which tests and scripts do)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _merge_annotations(obj: dict[str, Any], annotations: Mapping[str, str | None]) -> None:
@@ -76,6 +84,12 @@ class MemoryCluster:
             old = self._objects.get(ref)
             if old is not None and "status" not in new and "status" in old:
                 new["status"] = old["status"]
+            # What the API server sets on create and keeps on update: which pool came first
+            # decides overlaps (raylb.config), and a recreated object is another object.
+            meta = new.setdefault("metadata", {})
+            born = (old or {}).get("metadata", {})
+            meta["uid"] = born.get("uid") or str(uuid.uuid4())
+            meta["creationTimestamp"] = born.get("creationTimestamp") or _now_rfc3339()
             self._store(ref, new, "MODIFIED" if old is not None else "ADDED")
         return ref
 
