@@ -150,6 +150,7 @@ class OperatorCore:
     _deprecation_told: set[str] = field(default_factory=set)
     _problems: frozenset[Problem] = frozenset()
     _announcers: dict[str, str] = field(default_factory=dict)
+    _valid_requests: dict[str, ServiceRequest] = field(default_factory=dict)
     _speaker_nodes: dict[str, NodeInfo] = field(default_factory=dict)
     _source_seen: dict[str, _SourceErrorSeen] = field(default_factory=dict)
     source_errors: tuple[rc.SourceError, ...] = ()  # the persistent ones, as reported
@@ -192,11 +193,14 @@ class OperatorCore:
         self._problems = frozenset(p for p in config.problems if rc.problem_ref(p, self.operator_namespace) not in failed)
 
         views = self._service_views.read(self.world, load_balancer_class=metallb.spec.load_balancer_class)
-        requests = {key: v.request for key, v in views.items() if v.request is not None}
+        self._valid_requests = rc.valid_requests(views, previous=self._valid_requests)
+        requests = rc.allocation_requests(views, valid=self._valid_requests)
         outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
         writes: list[rc.Write] = []
         for key, view in views.items():
-            writes += rc.service_writes(view, view.error or outcomes.get(key), last_error=self._last_error.get(key))
+            writes += rc.service_writes(
+                view, view.error or outcomes.get(key), last_error=self._last_error.get(key), holding=key in requests
+            )
             if key not in self._deprecation_told:
                 writes += rc.deprecation_events(view)
         failed = self._apply(writes)  # one batch: writes to different Services go out in parallel
@@ -292,7 +296,8 @@ class OperatorCore:
         try:
             return self.ray.call_allocator("sync", pools=pools, requests=requests)
         except NotRestored:
-            moved = self.ray.call_allocator("restore", pools=pools, assignments=rc.recorded_assignments(views))
+            assignments = rc.recorded_assignments(views, requests=requests)
+            moved = self.ray.call_allocator("restore", pools=pools, assignments=assignments)
             self.counters.restores += 1
             if moved:
                 log.warning("after restore these services need new IPs: %s", ", ".join(moved))

@@ -458,21 +458,54 @@ def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Wri
     return writes
 
 
-def recorded_assignments(views: Mapping[str, ServiceView]) -> list[Assignment]:
+def recorded_assignments(
+    views: Mapping[str, ServiceView], *, requests: Mapping[str, ServiceRequest]
+) -> list[Assignment]:
     """What Kubernetes says each service holds: the allocator restores from this after a restart."""
     return [
-        Assignment(service=v.key, ips=v.recorded_ips, pool=v.recorded_pool or "", request=v.request)
-        for v in views.values()
-        if v.recorded_ips and v.request is not None
+        Assignment(service=key, ips=v.recorded_ips, pool=v.recorded_pool or "", request=requests[key])
+        for key, v in views.items()
+        if v.recorded_ips and key in requests
     ]
+
+
+def valid_requests(views: Mapping[str, ServiceView], *, previous: Mapping[str, ServiceRequest]) -> dict[str, ServiceRequest]:
+    """The last request of each Service that could be read: its current one, else the one before
+    an edit made it unreadable."""
+    return {
+        key: v.request if v.request is not None else previous[key]
+        for key, v in views.items()
+        if v.request is not None or key in previous
+    }
+
+
+def allocation_requests(
+    views: Mapping[str, ServiceView], *, valid: Mapping[str, ServiceRequest]
+) -> dict[str, ServiceRequest]:
+    """What the allocator is asked for. A Service whose request became unreadable (a bad edit)
+    keeps the address it holds under its last readable request, as MetalLB keeps it: the edit is
+    reported, the traffic is not cut. Without an address it has nothing to keep."""
+    return {
+        key: v.request if v.request is not None else valid[key]
+        for key, v in views.items()
+        if v.request is not None or (v.recorded_ips and key in valid)
+    }
 
 
 Outcome = Assignment | AllocationError
 
 
-def service_writes(view: ServiceView, outcome: Outcome | None, *, last_error: str | None) -> list[Write]:
-    """Make status, annotation and events of one Service match its allocation outcome."""
+def service_writes(
+    view: ServiceView, outcome: Outcome | None, *, last_error: str | None, holding: bool = False
+) -> list[Write]:
+    """Make status, annotation and events of one Service match its allocation outcome; a Service
+    `holding` its address under its last readable request (see allocation_requests) only hears
+    why its request cannot be read."""
     writes: list[Write] = []
+    if holding and view.error is not None:
+        if view.error.message != last_error:
+            writes.append(RecordEvent(view.ref, "Warning", "AllocationFailed", f"{view.error.reason}: {view.error.message}"))
+        return writes
     if isinstance(outcome, Assignment):
         wanted = tuple(str(ip) for ip in outcome.ips)
         pool = ((POOL_ANNOTATION, outcome.pool),) if view.recorded_pool != outcome.pool else ()
