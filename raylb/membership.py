@@ -42,7 +42,8 @@ Views may differ for a moment: each speaker decides alone, so after a death one 
 take over an IP up to one tick before another stops claiming it, and a one-way link failure
 (A hears B, B does not hear A) makes both announce A's IPs for as long as it lasts. Clients
 follow the most recent gratuitous ARP / unsolicited NA, and a speaker announces everything
-it keeps again when a peer joins (actors/speaker/core.py), so the owner's word comes last:
+it keeps again when a peer joins or welcomes it back (`make_welcome`, sent to a peer that was
+declared dead here; actors/speaker/core.py), so the owner's word comes last:
 the cost is a short double announcement, never a lost IP; the views converge within
 `dead_after_s` of the network healing. Evidence beats hearsay: a fresh heartbeat revives a
 peer that Ray called dead.
@@ -93,18 +94,26 @@ RAY = "ray"
 
 @dataclass(frozen=True)
 class Changes:
-    """Who became dead and who became alive in one step."""
+    """Who became dead and who became alive in one step; of those alive again, who had been
+    declared dead here (`revived`: tell them, see `make_welcome`); and who told us they had
+    declared us dead (`welcomed_by`)."""
 
     died: frozenset[str] = frozenset()
     joined: frozenset[str] = frozenset()
+    revived: frozenset[str] = frozenset()
+    welcomed_by: frozenset[str] = frozenset()
 
     def __bool__(self) -> bool:
-        return bool(self.died or self.joined)
+        return bool(self.died or self.joined or self.welcomed_by)
 
     def __or__(self, other: Changes) -> Changes:
         died = (self.died - other.joined) | other.died
         joined = (self.joined - other.died) | other.joined
-        return Changes(died=frozenset(died), joined=frozenset(joined))
+        revived = (self.revived - other.died) | other.revived
+        return Changes(
+            died=frozenset(died), joined=frozenset(joined), revived=frozenset(revived),
+            welcomed_by=self.welcomed_by | other.welcomed_by,
+        )  # fmt: skip
 
 
 NO_CHANGE = Changes()
@@ -241,6 +250,14 @@ class Membership:
             snapshot_version=snapshot_version,
         )
 
+    def make_welcome(self) -> wire.Datagram:
+        """For a peer in `Changes.revived`: "I had you dead". The peer then announces again
+        what it keeps, because while we had it dead we announced its IPs, and clients must
+        hear the owner last (the owner itself may have seen no change at all: its datagrams
+        were lost one way, or it was frozen)."""
+        self._seq += 1
+        return wire.Datagram(kind=wire.WELCOME, node=self.self_name, incarnation=self.incarnation, seq=self._seq)
+
     def make_leave(self) -> wire.Datagram:
         """The goodbye; after it this speaker is no longer in its own `alive()`."""
         self._left = True
@@ -269,6 +286,8 @@ class Membership:
     def on_datagram(self, datagram: wire.Datagram, *, now_s: float, address: str | None = None) -> Changes:
         if datagram.kind == wire.LEAVE:
             return self.on_leave(datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq)
+        if datagram.kind == wire.WELCOME:
+            return self.on_welcome(datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq)
         return self.on_heartbeat(
             datagram.node,
             incarnation=datagram.incarnation,
@@ -304,8 +323,19 @@ class Membership:
             self.newest_snapshot_version = max(self.newest_snapshot_version, snapshot_version)
         if p.alive:
             return NO_CHANGE
+        revived = frozenset({peer}) if p.dead_since_s is not None else frozenset()
         p.alive, p.reason, p.dead_since_s = True, None, None
-        return Changes(joined=frozenset({peer}))
+        return Changes(joined=frozenset({peer}), revived=revived)
+
+    def on_welcome(self, peer: str, *, incarnation: int, now_s: float, seq: int | None = None) -> Changes:
+        """A peer had us dead and hears us again (see `make_welcome`). It is alive, too."""
+        self._observe(now_s)
+        if peer == self.self_name or self._left:
+            return NO_CHANGE
+        p = self._peers.get(peer)
+        if p is not None and not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
+            return NO_CHANGE
+        return self.on_heartbeat(peer, incarnation=incarnation, now_s=now_s, seq=seq) | Changes(welcomed_by=frozenset({peer}))
 
     def on_leave(self, peer: str, *, incarnation: int, now_s: float, seq: int | None = None) -> Changes:
         """A peer said goodbye: dead at once, and its incarnation is fenced."""

@@ -10,7 +10,7 @@ Layout (network byte order), 32 bytes of header, then the node name, then an opt
     offset size field
     0      4    magic b"RLBm"
     4      1    version (1)
-    5      1    kind: 1 heartbeat, 2 leave
+    5      1    kind: 1 heartbeat, 2 leave, 3 welcome ("I had you dead; you are back")
     6      1    flags: bit 0 = an HMAC tag follows the name; other bits must be 0
     7      1    name length n (1..253)
     8      8    incarnation (u64): larger = newer speaker process on that node
@@ -38,7 +38,8 @@ MAGIC = b"RLBm"
 VERSION = 1
 HEARTBEAT = 1
 LEAVE = 2
-KINDS = (HEARTBEAT, LEAVE)
+WELCOME = 3
+KINDS = (HEARTBEAT, LEAVE, WELCOME)
 FLAG_TAG = 0x01
 MAX_NAME_LEN = 253  # RFC 1123 subdomain, the limit Kubernetes puts on node names
 TAG_LEN = 16  # 128-bit truncated HMAC-SHA256, as RFC 4868 uses for HMAC-SHA-256-128
@@ -56,7 +57,7 @@ class WireError(RaylbError, ValueError):
 
 @dataclass(frozen=True)
 class Datagram:
-    kind: int  # HEARTBEAT or LEAVE
+    kind: int  # HEARTBEAT, LEAVE or WELCOME
     node: str
     incarnation: int
     seq: int = 0

@@ -23,7 +23,12 @@ One `step(now_s)` does, in this order:
    nothing ever corrects them: the next failover of that IP is invisible to the client, or
    lost. Our own announcements, sent when we hear the peer again (and repeated in the
    responder's burst), are the last word. The same covers a peer's takeover burst that was
-   still running when we came back ourselves.
+   still running when we came back ourselves;
+7. the owner may see no change at all: its heartbeats were lost one way only, or it was
+   frozen (its own stall does not count against its peers), while its peers had it dead and
+   announced its IPs. So a peer we had declared dead and hear again (`Changes.revived`) gets
+   a welcome datagram ("I had you dead"), and a speaker welcomed back announces again every
+   IP it keeps, exactly as in step 6.
 
 The announcer may fail (a link vanished, a socket error): the failure is logged and counted,
 the IP stays "not applied", and the next step after `RETRY_S` tries again. Nothing a peer
@@ -57,8 +62,9 @@ log = logging.getLogger(__name__)
 # a transient error (an interface being re-created) costs little, rare enough that a permanent
 # one does not flood the log 40 times a second.
 RETRY_S = 0.5
-# Goodbyes are sent this many times in a row: a lost goodbye would cost a full dead_after_s.
-LEAVE_COPIES = 2
+# Goodbyes and welcomes are sent this many times in a row (the copies are idempotent): a lost
+# goodbye would cost a full dead_after_s, a lost welcome a stale neighbour entry.
+COPIES = 2
 
 
 class Transport(Protocol):
@@ -181,7 +187,7 @@ class SpeakerCore:
             self._next_heartbeat_s = None
             goodbye = wire.encode(self.membership.make_leave(), key=self._key)
             targets = self.membership.targets()
-            for _ in range(LEAVE_COPIES):
+            for _ in range(COPIES):
                 for peer, address in targets.items():
                     self._send(peer, address, goodbye)
             self.counts["leaves_sent"] += 1
@@ -283,9 +289,20 @@ class SpeakerCore:
         self.counts["elections"] += 1
         handover = diff(self._applied, self._wanted)
         self._apply(handover, now_s)
-        if changes.joined:
-            self._reannounce(kept=set(self._applied) - set(handover.start), joined=changes.joined)
+        if changes.revived and self.membership.ready(now_s):
+            self._welcome(changes.revived)
+        if changes.joined or changes.welcomed_by:
+            self._reannounce(kept=set(self._applied) - set(handover.start), joined=changes.joined | changes.welcomed_by)
         return handover
+
+    def _welcome(self, peers: frozenset[str]) -> None:
+        """Step 7 of the module docstring: tell peers we had dead that they are back."""
+        data = wire.encode(self.membership.make_welcome(), key=self._key)
+        targets = self.membership.targets()
+        for _ in range(COPIES):
+            for peer in sorted(peers & targets.keys()):
+                self._send(peer, targets[peer], data)
+        self.counts["welcomes_sent"] += len(peers & targets.keys())
 
     def _reannounce(self, *, kept: set[IPAddress], joined: frozenset[str]) -> None:
         """Step 6 of the module docstring: a peer came back, so say again what is ours."""

@@ -95,7 +95,7 @@ def test_leave_kills_at_once_and_fences_the_incarnation() -> None:
     assert not m.on_heartbeat("b", incarnation=1, seq=7, now_s=0.05)
     assert "b" not in m.alive()
     # the restarted speaker (newer incarnation) is believed on its first heartbeat
-    assert m.on_heartbeat("b", incarnation=2, seq=1, now_s=0.5) == Changes(joined=frozenset({"b"}))
+    assert m.on_heartbeat("b", incarnation=2, seq=1, now_s=0.5) == Changes(joined=frozenset({"b"}), revived=frozenset({"b"}))
 
 
 def test_a_leave_of_an_older_incarnation_is_ignored() -> None:
@@ -148,7 +148,7 @@ def test_ray_signal_kills_at_once_but_a_newer_heartbeat_revives() -> None:
     assert m.on_ray_node_dead("b", now_s=0.01) == Changes(died=frozenset({"b"}))
     assert m.view(0.01)["b"].reason == mb.RAY
     assert not m.on_heartbeat("b", incarnation=1, seq=1, now_s=0.02)  # a duplicate proves nothing
-    assert m.on_heartbeat("b", incarnation=1, seq=2, now_s=0.05) == Changes(joined=frozenset({"b"}))
+    assert m.on_heartbeat("b", incarnation=1, seq=2, now_s=0.05) == Changes(joined=frozenset({"b"}), revived=frozenset({"b"}))
     assert not m.on_ray_node_dead("zz", now_s=0.06)  # unknown: nothing to do
     assert not m.on_ray_node_dead("a", now_s=0.06)  # never ourselves
 
@@ -159,7 +159,7 @@ def test_a_peer_dead_by_timeout_comes_back_with_its_next_heartbeat() -> None:
     changes, t = run(m, start_s=t, end_s=t + 1.0, beating=set())
     assert changes.died == {"b"}
     # link back up: the same process keeps heartbeating with higher sequence numbers
-    assert m.on_heartbeat("b", incarnation=1, seq=10**6, now_s=t) == Changes(joined=frozenset({"b"}))
+    assert m.on_heartbeat("b", incarnation=1, seq=10**6, now_s=t) == Changes(joined=frozenset({"b"}), revived=frozenset({"b"}))
 
 
 def test_own_stall_does_not_kill_peers() -> None:
@@ -357,3 +357,22 @@ def test_a_silent_peer_dies_within_dead_after_plus_one_tick(start: float, alive_
         if m.tick(t).died:
             died_at = t
     assert DEAD < died_at - last <= DEAD + STEP + 1e-9
+
+
+def test_a_welcome_says_the_peer_had_us_dead_and_proves_it_alive() -> None:
+    m = fresh()
+    welcome = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=1, seq=3)
+    assert m.on_datagram(welcome, now_s=0.0) == Changes(joined=frozenset({"b"}), welcomed_by=frozenset({"b"}))
+    assert m.on_datagram(welcome, now_s=0.01) == Changes(), "a second copy is a duplicate"
+    later = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=1, seq=4)
+    assert m.on_datagram(later, now_s=0.02) == Changes(welcomed_by=frozenset({"b"}))
+    older = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=0, seq=9)
+    assert m.on_datagram(older, now_s=0.03) == Changes(), "an older process of b is not believed"
+
+
+def test_only_a_peer_declared_dead_here_is_revived_when_heard_again() -> None:
+    m = fresh()
+    assert m.on_heartbeat("b", incarnation=1, seq=1, now_s=0.0).revived == frozenset()  # first contact
+    m.on_ray_node_dead("b", now_s=0.01)
+    assert m.on_heartbeat("b", incarnation=1, seq=2, now_s=0.02).revived == {"b"}
+    assert m.make_welcome().kind == wire.WELCOME

@@ -63,7 +63,7 @@ PLAIN = wire.encode(HB)
         (PLAIN[:31], None, "31 bytes is shorter"),
         (_patched(PLAIN, 0, b"RLBx"), None, "magic=b'RLBx'"),
         (_patched(PLAIN, 4, b"\x02"), None, "version=2"),
-        (_patched(PLAIN, 5, b"\x03"), None, "kind=3"),
+        (_patched(PLAIN, 5, b"\x04"), None, "kind=4"),
         (_patched(PLAIN, 5, b"\x00"), None, "kind=0"),
         (_patched(PLAIN, 6, b"\x02"), None, "flags=0x02: unknown bits"),
         (_patched(PLAIN, 7, b"\x07"), None, "length=38: expected 39 for a 7-byte name"),
