@@ -101,8 +101,9 @@ def _families(service: Service, requested: tuple[IPAddress, ...]) -> tuple[tuple
         raise AllocationError(key, INVALID_IP_FAMILY, message)
     if not families:
         # The API server always fills ipFamilies; a hand-written Service may not. Use the
-        # families of the requested IPs, else IPv4 as Kubernetes does on an IPv4 cluster.
-        families = list(dict.fromkeys(ip.version for ip in requested)) or [4]
+        # families of the requested IPs, else what a dual-stack API server would write: IPv4,
+        # plus IPv6 when the policy asks for dual stack.
+        families = list(dict.fromkeys(ip.version for ip in requested)) or ([4] if policy == SINGLE_STACK else [4, 6])
     for ip in requested:
         if ip.version not in families:
             raise AllocationError(

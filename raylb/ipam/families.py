@@ -10,8 +10,12 @@ the policy over its search.
   primary family; else one of the other. (MetalLB's order, with the pool that has both
   preferred wherever it sits in the pool order.)
 
-The policy decides dual or single, not the length of `ip_families`; an unknown policy is read
-as SingleStack. Addresses are always listed primary family first.
+The policy decides dual or single, with one exception: PreferDualStack with exactly one family
+in `ip_families` is single-stack. That is what the API server writes for PreferDualStack on a
+single-stack cluster, where kube-proxy forwards that family only, so an address of the other
+family would not work (MetalLB follows the Service's families the same way). Without
+`ip_families` (a store that does not default them) the policy alone decides. An unknown
+policy is read as SingleStack. Addresses are always listed primary family first.
 """
 
 from __future__ import annotations
@@ -39,10 +43,16 @@ def _tier_table() -> dict[tuple[str, int], tuple[Tier, ...]]:
 _TIERS = _tier_table()
 
 
+def _policy(req: ServiceRequest) -> str:
+    """The policy in effect (see the module docstring for PreferDualStack with one family)."""
+    if req.ip_family_policy == PREFER_DUAL_STACK and len(req.ip_families) == 1:
+        return SINGLE_STACK
+    return req.ip_family_policy
+
+
 def tiers_for(req: ServiceRequest) -> tuple[Tier, ...]:
     """The family combinations to try for `req`, best first."""
-    primary = req.ip_families[0] if req.ip_families else 4
-    return _TIERS.get((req.ip_family_policy, primary)) or _TIERS[(SINGLE_STACK, primary)]
+    return _TIERS.get((_policy(req), primary_family(req))) or _TIERS[(SINGLE_STACK, primary_family(req))]
 
 
 def show(ips: tuple[IPAddress, ...]) -> str:
@@ -51,7 +61,7 @@ def show(ips: tuple[IPAddress, ...]) -> str:
 
 def family_problem(req: ServiceRequest, ips: tuple[IPAddress, ...]) -> str | None:
     """Why the addresses `ips` cannot serve `req`'s family policy, or None when they fit."""
-    policy = req.ip_family_policy
+    policy = _policy(req)
     dual = policy in (REQUIRE_DUAL_STACK, PREFER_DUAL_STACK)
     if len(ips) == 1:
         if policy == REQUIRE_DUAL_STACK:

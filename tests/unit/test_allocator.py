@@ -325,7 +325,9 @@ CASES = [
     Case("PreferDualStack with IPv6 primary", svc("a", ip_family_policy=PREFER_DUAL_STACK, ip_families=(6, 4)), ("2001:db8:18::20", "198.18.0.32"), "doc-example-dual", pools=(DUAL,)),
     Case("PreferDualStack with IPv6 primary and single-family pools", svc("a", ip_family_policy=PREFER_DUAL_STACK, ip_families=(6, 4)), ("2001:db8:18::10",), "doc-example-ipv6"),
     Case("PreferDualStack falls back to the other family", svc("a", ip_family_policy=PREFER_DUAL_STACK, ip_families=(4, 6)), ("2001:db8:18::10",), "doc-example-ipv6", before=fill("doc-example", 4)),
-    Case("PreferDualStack in an annotated single-family pool", svc("a", ip_family_policy=PREFER_DUAL_STACK, pool="doc-example-ipv6"), ("2001:db8:18::10",), "doc-example-ipv6"),
+    Case("PreferDualStack in an annotated single-family pool", svc("a", ip_family_policy=PREFER_DUAL_STACK, ip_families=(4, 6), pool="doc-example-ipv6"), ("2001:db8:18::10",), "doc-example-ipv6"),
+    # the API server lists one family for PreferDualStack on a single-stack cluster: no IPv6 that kube-proxy would not forward
+    Case("PreferDualStack on a single-stack cluster takes one address", svc("a", ip_family_policy=PREFER_DUAL_STACK, ip_families=(4,)), ("198.18.0.32",), "doc-example-dual", pools=(DUAL,)),
     Case("RequireDualStack in an annotated single-family pool", svc("a", ip_family_policy=REQUIRE_DUAL_STACK, pool="doc-example-ipv6"), reason="family-unavailable"),
 ]
 

@@ -153,8 +153,10 @@ def test_deprecated_annotations_are_reported(annotations: dict[str, str], deprec
         ({"ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "PreferDualStack"}, (4, 6), PREFER_DUAL_STACK),
         ({"ipFamilies": ["IPv6", "IPv4"], "ipFamilyPolicy": "RequireDualStack"}, (6, 4), REQUIRE_DUAL_STACK),
         ({"ipFamilies": ["IPv4"], "ipFamilyPolicy": "PreferDualStack"}, (4,), PREFER_DUAL_STACK),
-        # no ipFamilies (a hand-written Service): the requested IP decides
+        # no ipFamilies (a hand-written Service): the requested IP decides, else the policy
         ({"loadBalancerIP": "2001:db8:18::10"}, (6,), SINGLE_STACK),
+        ({"ipFamilyPolicy": "PreferDualStack"}, (4, 6), PREFER_DUAL_STACK),
+        ({"ipFamilyPolicy": "RequireDualStack"}, (4, 6), REQUIRE_DUAL_STACK),
     ],
 )
 def test_ip_families(spec: dict[str, Any], families: tuple[int, ...], policy: str) -> None:
