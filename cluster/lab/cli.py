@@ -18,13 +18,12 @@ from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import lab as lab_module
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.lab import Lab, LabError
+from raylb.cluster.lab.options import lab_name_option
 from raylb.cluster.lab.ray_nodes import RayOptions
 from raylb.cluster.lab.topology import DEFAULT_LAB_NAME, MAX_NODES, SEED_POOLS, parse_netns_name
 from raylb.errors import RaylbError
 
-NAME_OPTION = click.option(
-    "--name", default=DEFAULT_LAB_NAME, show_default=True, help="lab name (namespaces rlb-NAME-*)"
-)
+NAME_OPTION = lab_name_option(DEFAULT_LAB_NAME)
 
 
 @click.group(name="lab")

@@ -27,7 +27,9 @@ import click
 
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.cluster.lab import system
-from raylb.cluster.lab.lab import Lab, down
+from raylb.cluster.lab.lab import Lab, LabError
+from raylb.cluster.lab.options import lab_name_option
+from raylb.errors import RaylbError
 
 SERVICES_PER_FAMILY = 6
 PROBE_INTERVAL_MS = 10.0
@@ -185,20 +187,21 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(1, 200))
 @click.option("--mode", type=click.Choice(["kill", "link"]), default="kill", show_default=True)
 @click.option("--graceful-trials", default=6, show_default=True, type=click.IntRange(0, 100))
-@click.option("--name", default="fo", show_default=True, help="lab name (namespaces rlb-NAME-*)")
+@lab_name_option("fo")
 @click.option("--json", "as_json", is_flag=True, help="print only the JSON result")
 def command(trials: int, mode: str, graceful_trials: int, name: str, as_json: bool) -> None:
     """Measure client-observed failover in a lab of its own (needs root); removed afterwards."""
     log = (lambda _msg: None) if as_json else click.echo
     started = time.monotonic()
-    try:
-        with Lab.up(name=name, nodes=3, ray=True) as lab:
-            manifest = bench_manifest(Path(f"/tmp/rlb-{name}-failover.yaml"))
-            system.start(lab, manifests=[manifest])
-            settle(lab)
-            results = run_trials(lab, trials=trials, mode=mode, graceful_trials=graceful_trials, log=log)
-    finally:
-        down(name)
+    try:  # a lab of that name that already runs is someone's: refused, and left alone
+        lab = Lab.up(name=name, nodes=3, ray=True)
+    except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    with lab:  # removed afterwards, also after a failure
+        manifest = bench_manifest(Path(f"/tmp/rlb-{name}-failover.yaml"))
+        system.start(lab, manifests=[manifest])
+        settle(lab)
+        results = run_trials(lab, trials=trials, mode=mode, graceful_trials=graceful_trials, log=log)
     out = {
         "mode": mode,
         "trials": trials,
