@@ -29,9 +29,12 @@ from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, settings_conf
 from raylb.actors.ray_ops import RAY_NAMESPACE
 from raylb.actors.speaker.actor import find_speakers, speaker_name
 from raylb.desired import NAMESPACED
-from raylb.errors import ConfigError
-from raylb.models import RESOURCE_KINDS, parse
+from raylb.config import build_config
+from raylb.errors import AllocationError, ConfigError
+from raylb.models import RESOURCE_KINDS, AddressPool, IPAddressPool, parse, parse_view
+from raylb.models.service import Service
 from raylb.reconcile import OPERATOR_NAMESPACE
+from raylb.services import to_request
 
 CALL_TIMEOUT_S = 15.0
 address_option = click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster address (default: $RAY_ADDRESS or auto).")
@@ -75,6 +78,8 @@ def _check_reachable(address: str) -> None:
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return  # not host:port; let Ray judge it
+    if not 1 <= int(port) <= 65535:
+        raise click.ClickException(f"cannot reach a Ray cluster at {address}: port {port} is not in 1..65535")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=REACH_TIMEOUT_S).close()
     except OSError as exc:
@@ -89,8 +94,12 @@ def read_manifests(files: tuple[Path, ...], *, operator_namespace: str = OPERATO
     for path in files:
         try:
             loaded = list(yaml.safe_load_all(path.read_text()))
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
         except yaml.YAMLError as exc:
             raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
+        if all(doc is None for doc in loaded):
+            raise click.ClickException(f"{path}: no objects to apply")
         for index, doc in enumerate(loaded):
             if doc is None:
                 continue
@@ -105,16 +114,33 @@ def read_manifests(files: tuple[Path, ...], *, operator_namespace: str = OPERATO
                 raise click.ClickException(f"{where}: {kind} needs metadata.name")
             if NAMESPACED[kind] and not meta.get("namespace"):
                 meta["namespace"] = operator_namespace if kind in RESOURCE_KINDS else "default"  # as kubectl would
+            try:
+                _check(kind, doc)
+            except (ConfigError, AllocationError) as err:
+                raise click.ClickException(f"{where}: {err}") from err
             if kind in RESOURCE_KINDS:
-                try:
-                    parse(doc)
-                except ConfigError as err:
-                    raise click.ClickException(f"{where}: {err}") from err
                 if meta["namespace"] != operator_namespace:
                     click.echo(f"warning: {where}: {kind} {meta['name']} is in namespace {meta['namespace']!r}; "
                                f"raylb reads only {operator_namespace!r}", err=True)  # fmt: skip
             docs.append((str(kind), doc))
     return docs
+
+
+def _check(kind: str, doc: dict[str, Any]) -> None:
+    """What an API server and MetalLB's webhook would refuse: a resource that does not fit its
+    schema, a pool whose own addresses are wrong, a LoadBalancer Service raylb cannot read.
+    (Checks across resources, such as overlapping pools, are the operator's: it sees them all.)"""
+    if kind in RESOURCE_KINDS:
+        model = parse(doc)
+        if isinstance(model, IPAddressPool | AddressPool):
+            pools = {"ip_address_pools": [model]} if isinstance(model, IPAddressPool) else {"address_pools": [model]}
+            problems = build_config(**pools).problems  # type: ignore[arg-type]
+            if problems:
+                raise ConfigError(list(problems))
+    elif kind == "Service":
+        service = parse_view(kind, Service, doc)
+        if service.spec.type == "LoadBalancer":
+            to_request(service, namespace_labels={})
 
 
 def _actor(name: str) -> Any | None:
@@ -131,9 +157,11 @@ def _actor(name: str) -> Any | None:
 @click.option("--operator-namespace", default=OPERATOR_NAMESPACE, show_default=True)
 def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str) -> None:
     """Start the raylb operator on the Ray cluster, or attach to the one already running."""
-    connect(address)
     if kubeconfig:
         kubeconfig = str(Path(kubeconfig).resolve())
+        if not memory:
+            _check_kubeconfig(kubeconfig)
+    connect(address)
     settings = OperatorSettings(
         operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig
     )
@@ -149,8 +177,22 @@ def run_command(address: str | None, kubeconfig: str | None, memory: bool, opera
     if memory:
         start_memory(namespace=RAY_NAMESPACE)
     handle = start_operator(settings, namespace=RAY_NAMESPACE)
-    ray.get(handle.ping.remote(), timeout=120)
+    try:
+        ray.get(handle.ping.remote(), timeout=120)
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the operator's own error; show its last line
+        why = [line for line in str(exc).splitlines() if line.strip()]
+        raise click.ClickException(f"the raylb operator did not start: {why[-1] if why else type(exc).__name__}") from exc
     click.echo(("attached to the running" if existing else "started the") + f" raylb operator ({settings.source})")
+
+
+def _check_kubeconfig(path: str) -> None:
+    """Refuse a kubeconfig the operator could not use, here, before anything starts."""
+    from raylb.cluster.kube.client import build_api_client  # noqa: PLC0415 - kubernetes only when needed
+
+    try:
+        build_api_client(path).close()
+    except Exception as exc:  # noqa: BLE001 - whatever the client says is the reason
+        raise click.ClickException(f"--kubeconfig {path}: cannot be used: {exc}") from exc
 
 
 @click.command("apply")
@@ -171,11 +213,15 @@ def apply_command(address: str | None, files: tuple[Path, ...]) -> None:
 @address_option
 @click.argument("kind")
 @click.argument("name")
-@click.option("-n", "--namespace", default="", help="Namespace of the object ('' for cluster-scoped kinds).")
+@click.option("-n", "--namespace", default="", help="Namespace of the object (default: where `raylb apply` puts it).")
 def delete_command(address: str | None, kind: str, name: str, namespace: str) -> None:
     """Delete one object from raylb's in-memory store."""
     from raylb.desired import Ref  # noqa: PLC0415
 
+    if kind not in NAMESPACED:
+        raise click.ClickException(f"kind={kind!r} is not one raylb reads; use one of {', '.join(NAMESPACED)}")
+    if NAMESPACED[kind] and not namespace:  # where `raylb apply` put it, as kubectl would
+        namespace = OPERATOR_NAMESPACE if kind in RESOURCE_KINDS else "default"
     connect(address)
     store = start_memory(namespace=RAY_NAMESPACE)
     gone = ray.get(store.delete.remote(Ref(kind, namespace, name)), timeout=CALL_TIMEOUT_S)

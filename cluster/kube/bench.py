@@ -387,7 +387,7 @@ def measure(*, services: int, repeat: int, threads: int, kubeconfig: Path | None
 @click.option("--threads", default=CREATE_THREADS, show_default=True, help="Threads creating Services.")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Use this cluster (cluster-admin) instead of starting a local control plane.")
-@click.option("--timeout-s", default=DEFAULT_TIMEOUT_S, show_default=True,
+@click.option("--timeout-s", default=DEFAULT_TIMEOUT_S, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Give up on a run when not every Service has an IP by then.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
 def command(services: int, repeat: int, threads: int, kubeconfig: Path | None, timeout_s: float, as_json: bool) -> None:

@@ -8,9 +8,9 @@ whose Problems name the resource, the field and the value, e.g.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from raylb.errors import ConfigError, Problem
 from raylb.models.meta import Condition, LabelSelector, ObjectMeta, Resource, to_wire
@@ -30,6 +30,7 @@ RESOURCE_KINDS: dict[str, type[Resource]] = {
 }
 
 __all__ = [
+    "parse_view",
     "GROUP",
     "RESOURCE_KINDS",
     "AddressPool",
@@ -52,6 +53,9 @@ _MESSAGES = {
 }
 
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
 def _path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
@@ -66,6 +70,16 @@ def _problems(kind: str, name: str, error: ValidationError) -> list[Problem]:
         message = _MESSAGES.get(item["type"], item["msg"])
         problems.append(Problem(kind=kind, name=name, field=_path(item["loc"]), value=value, message=message))
     return problems
+
+
+def parse_view(kind: str, model: type[ModelT], doc: Mapping[str, Any]) -> ModelT:
+    """`doc` as a view model (e.g. a Service); ConfigError naming kind, name, field and value."""
+    metadata = doc.get("metadata")
+    name = str(metadata.get("name", "")) if isinstance(metadata, Mapping) else ""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_problems(kind, name, exc)) from exc
 
 
 def parse(doc: Mapping[str, Any]) -> Resource:

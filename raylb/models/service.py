@@ -33,7 +33,7 @@ class ServicePort(ViewModel):
 
     name: str | None = Field(default=None, description="Name of the port.")
     protocol: str = Field(default="TCP", description="TCP, UDP or SCTP.")
-    port: int = Field(description="Port number on the load-balancer IP.")
+    port: int = Field(ge=1, le=65535, description="Port number on the load-balancer IP.")
 
 
 class ServiceSpec(ViewModel):
