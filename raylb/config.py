@@ -93,12 +93,24 @@ def convert_selector(
             message = f"unknown operator; use one of {', '.join(selectors.OPERATORS)}"
             problems.append(Problem(kind, name, f"{where}.operator", expr.operator, message))
             continue
+        if (why := selectors.label_key_problem(expr.key)) is not None:
+            problems.append(Problem(kind, name, f"{where}.key", expr.key, why))
+            continue
         needs_values = expr.operator in ("In", "NotIn")
         if needs_values != bool(expr.values):
             message = "In and NotIn need values" if needs_values else "Exists and DoesNotExist take no values"
             problems.append(Problem(kind, name, f"{where}.values", ",".join(expr.values), message))
             continue
+        bad = [(v, why) for v in expr.values if (why := selectors.label_value_problem(v)) is not None]
+        if bad:
+            problems.extend(Problem(kind, name, f"{where}.values", v, why) for v, why in bad)
+            continue
         requirements.append(selectors.Requirement(expr.key, expr.operator, frozenset(expr.values)))
+    for key, value in selector.match_labels.items():
+        if (why := selectors.label_key_problem(key)) is not None:
+            problems.append(Problem(kind, name, f"{field}.matchLabels", key, why))
+        elif (why := selectors.label_value_problem(value)) is not None:
+            problems.append(Problem(kind, name, f"{field}.matchLabels.{key}", value, why))
     if problems:
         return None, problems
     labels = tuple(sorted(selector.match_labels.items()))
@@ -151,7 +163,12 @@ def _range_key(r: AddressRange) -> tuple[int, int, int]:
 def _rank_time(created: datetime | None) -> datetime:
     if created is None:
         return _NO_TIME
-    return created.astimezone(timezone.utc).replace(tzinfo=None) if created.tzinfo else created
+    if not created.tzinfo:
+        return created
+    try:
+        return created.astimezone(timezone.utc).replace(tzinfo=None)
+    except OverflowError:  # year 1 or 9999 with an offset: the API server writes UTC, so only a hand-made object
+        return created.replace(tzinfo=None)
 
 
 @dataclass(frozen=True)

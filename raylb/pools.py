@@ -67,6 +67,7 @@ def parse_address_entry(text: str) -> AddressRange:
             network = ipaddress.ip_network(entry, strict=False)
         except ValueError as exc:
             raise ValueError(f"invalid CIDR {entry!r}: {exc}") from None
+        _check_plain(network.network_address, entry)
         return AddressRange(network.network_address, network.broadcast_address)
     if "-" in entry:
         start_text, _, end_text = entry.partition("-")
@@ -77,6 +78,8 @@ def parse_address_entry(text: str) -> AddressRange:
             raise ValueError(f"invalid range {entry!r}: expected FIRST-LAST with two IP addresses") from None
         if start.version != end.version:
             raise ValueError(f"invalid range {entry!r}: start and end are of different IP families")
+        _check_plain(start, entry)
+        _check_plain(end, entry)
         if int(start) > int(end):
             raise ValueError(f"invalid range {entry!r}: start {start} is after end {end}")
         return AddressRange(start, end)
@@ -84,7 +87,17 @@ def parse_address_entry(text: str) -> AddressRange:
         ip = ipaddress.ip_address(entry)
     except ValueError:
         raise ValueError(f"invalid address {entry!r}: expected an IP, a CIDR or FIRST-LAST") from None
+    _check_plain(ip, entry)
     return AddressRange(ip, ip)
+
+
+def _check_plain(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, entry: str) -> None:
+    """Refuse what Python parses but no Service can hold (Go's parser, and so MetalLB, refuses
+    the scope; it reads a mapped address as the IPv4 address it is, which would be counted twice)."""
+    if ip.version == 6 and ip.scope_id:  # type: ignore[union-attr]
+        raise ValueError(f"invalid address {entry!r}: a scoped IPv6 address (%{ip.scope_id}) cannot be a Service IP")  # type: ignore[union-attr]
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
+        raise ValueError(f"invalid address {entry!r}: an IPv4-mapped IPv6 address; write the IPv4 address {ip.ipv4_mapped}")  # type: ignore[union-attr]
 
 
 @dataclass(frozen=True)

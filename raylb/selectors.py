@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+# Kubernetes' label syntax (apimachinery validation: IsQualifiedName, IsValidLabelValue).
+_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_PREFIX = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why `key` is no Kubernetes label key ([prefix/]name), or None."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _PREFIX.fullmatch(prefix)):
+        return "not a label key: the prefix before '/' must be a lowercase DNS subdomain"
+    if not name or len(name) > 63 or not _NAME.fullmatch(name):
+        return "not a label key: 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why `value` is no Kubernetes label value, or None (the empty value is valid)."""
+    if value and (len(value) > 63 or not _NAME.fullmatch(value)):
+        return "not a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+    return None
 
 
 @dataclass(frozen=True)
