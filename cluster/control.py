@@ -30,7 +30,7 @@ from raylb.actors.ray_ops import RAY_NAMESPACE
 from raylb.actors.speaker.actor import find_speakers, speaker_name
 from raylb.desired import NAMESPACED
 from raylb.config import build_config
-from raylb.errors import AllocationError, ConfigError
+from raylb.errors import AllocationError, ConfigError, Problem
 from raylb.models import RESOURCE_KINDS, AddressPool, IPAddressPool, parse, parse_view
 from raylb.models.service import Service
 from raylb.reconcile import OPERATOR_NAMESPACE
@@ -132,11 +132,13 @@ def _check(kind: str, doc: dict[str, Any]) -> None:
     (Checks across resources, such as overlapping pools, are the operator's: it sees them all.)"""
     if kind in RESOURCE_KINDS:
         model = parse(doc)
-        if isinstance(model, IPAddressPool | AddressPool):
-            pools = {"ip_address_pools": [model]} if isinstance(model, IPAddressPool) else {"address_pools": [model]}
-            problems = build_config(**pools).problems  # type: ignore[arg-type]
-            if problems:
-                raise ConfigError(list(problems))
+        problems: tuple[Problem, ...] = ()
+        if isinstance(model, IPAddressPool):
+            problems = build_config(ip_address_pools=[model]).problems
+        elif isinstance(model, AddressPool):
+            problems = build_config(address_pools=[model]).problems
+        if problems:
+            raise ConfigError(list(problems))
     elif kind == "Service":
         service = parse_view(kind, Service, doc)
         if service.spec.type == "LoadBalancer":
