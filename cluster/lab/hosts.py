@@ -101,19 +101,24 @@ def ping(netns: str, address: str | IPv4Address | IPv6Address, *, timeout_s: flo
     return False
 
 
+def _tcp_socket(netns: str, addr: IPv4Address | IPv6Address) -> socket.socket:
+    """A TCP socket for `addr`'s family, created inside `netns` (a socket stays in the namespace
+    it was created in, so it is used from here like any other)."""
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    with ns.in_netns(netns):
+        return socket.socket(family, socket.SOCK_STREAM)
+
+
 def http_get(
     netns: str, address: str | IPv4Address | IPv6Address, *, port: int = 80, path: str = "/",
     timeout_s: float = 2.0,
 ) -> tuple[int, str]:
     """One HTTP/1.0 GET from `netns` to a lab address: (status, body)."""
     addr = _lab_address(address)
-    family = socket.AF_INET if isinstance(addr, IPv4Address) else socket.AF_INET6
-    with ns.in_netns(netns):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    with sock:
+    with _tcp_socket(netns, addr) as sock:
         sock.settimeout(timeout_s)
         sock.connect((str(addr), port))
-        host = str(addr) if family == socket.AF_INET else f"[{addr}]"
+        host = str(addr) if addr.version == 4 else f"[{addr}]"
         sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
         chunks = []
         while chunk := sock.recv(65536):
@@ -128,10 +133,7 @@ def tcp_open(
 ) -> bool:
     """True if a TCP connect from `netns` to address:port succeeds."""
     addr = _lab_address(address)
-    family = socket.AF_INET if isinstance(addr, IPv4Address) else socket.AF_INET6
-    with ns.in_netns(netns):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    with sock:
+    with _tcp_socket(netns, addr) as sock:
         sock.settimeout(timeout_s)
         try:
             sock.connect((str(addr), port))

@@ -7,6 +7,7 @@ run is killed before its finalizers run, `raylb lab down --name tXXXX` removes w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -82,15 +83,22 @@ def lab(make_lab: Callable[..., Lab]) -> Lab:
     return make_lab(nodes=3)
 
 
-@pytest.fixture(scope="module")
-def shared_lab() -> Iterator[Lab]:
-    """One lab for a whole module, for tests that only observe (do not kill or reconfigure)."""
+@contextlib.contextmanager
+def fixture_lab(**kwargs: object) -> Iterator[Lab]:
+    """A lab with a fresh fixture name, removed afterwards (also when building it failed half way)."""
     name = unique_lab_name()
     try:
-        with Lab.up(name=name, nodes=3) as built:
+        with Lab.up(name=name, **kwargs) as built:  # type: ignore[arg-type]
             yield built
     finally:
         down(name)
+
+
+@pytest.fixture(scope="module")
+def shared_lab() -> Iterator[Lab]:
+    """One lab for a whole module, for tests that only observe (do not kill or reconfigure)."""
+    with fixture_lab(nodes=3) as built:
+        yield built
 
 
 @pytest.fixture

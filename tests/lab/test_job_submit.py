@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from raylb.cluster.lab import Lab, down, system
+from raylb.cluster.lab import Lab, system
 from raylb.cluster.lab.ray_nodes import ray_binary
-from tests.lab.conftest import unique_lab_name
+from tests.lab.conftest import fixture_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.ray]
 
@@ -50,12 +50,8 @@ print(json.dumps({"alive": [[a.class_name, a.name, a.actor_id] for a in alive], 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = unique_lab_name()
-    try:
-        with Lab.up(name=name, nodes=NODES, ray=True) as built:
-            yield built
-    finally:
-        down(name)
+    with fixture_lab(nodes=NODES, ray=True) as built:
+        yield built
 
 
 def ray_job(lab: Lab, verb: str, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -23,8 +23,8 @@ from raylb import packets
 from raylb.actors.speaker.harness import HarnessClient
 from raylb.actors.speaker.probe import Prober
 from raylb.actors.speaker.responder import DEFAULT_BURST_COUNT, DEFAULT_BURST_INTERVAL_S
-from raylb.cluster.lab import Host, Lab, down, system
-from tests.lab.conftest import unique_lab_name
+from raylb.cluster.lab import Host, Lab, system
+from tests.lab.conftest import fixture_lab
 
 pytestmark = pytest.mark.root
 
@@ -39,12 +39,8 @@ def wait_for(predicate: Callable[[], object], *, timeout_s: float = CONVERGE_S, 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = unique_lab_name()
-    try:
-        with Lab.up(name=name, nodes=2) as built:
-            yield built
-    finally:
-        down(name)
+    with fixture_lab(nodes=2) as built:
+        yield built
 
 
 @pytest.fixture

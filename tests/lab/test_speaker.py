@@ -29,10 +29,10 @@ import pytest
 from raylb import snapshot as snap
 from raylb.actors.speaker.failover_probe import ProbeRun, Sample, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Host, Lab, down, system
+from raylb.cluster.lab import Host, Lab, system
 from raylb.election import pick
 from raylb.pools import IPAddress
-from tests.lab.conftest import unique_lab_name
+from tests.lab.conftest import fixture_lab
 
 pytestmark = [pytest.mark.root, pytest.mark.ray]
 
@@ -128,12 +128,8 @@ def wait_for(predicate: Callable[[], object], *, timeout_s: float = CONVERGE_S, 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = unique_lab_name()
-    try:
-        with Lab.up(name=name, nodes=3, ray=True) as built:
-            yield built
-    finally:
-        down(name)
+    with fixture_lab(nodes=3, ray=True) as built:
+        yield built
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Lab, down, system
-from tests.lab.conftest import unique_lab_name
+from raylb.cluster.lab import Lab, system
+from tests.lab.conftest import fixture_lab
 
 MANIFESTS = Path(__file__).parent / "manifests"
 SERVICES = ["default/web", "default/billing", "default/web6", "default/dns-tcp", "default/dns-udp", "default/local"]
@@ -27,14 +27,10 @@ TAKEOVER_TIMEOUT_S = 30.0
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = unique_lab_name()
-    try:
-        with Lab.up(name=name, nodes=3, ray=True) as built:
-            system.start(built, manifests=[system.EXAMPLES / "demo.yaml", system.EXAMPLES / "lab-nodes.yaml", MANIFESTS / "local.yaml"])
-            system.wait_announced(built, SERVICES, timeout_s=90)
-            yield built
-    finally:
-        down(name)
+    with fixture_lab(nodes=3, ray=True) as built:
+        system.start(built, manifests=[system.EXAMPLES / "demo.yaml", system.EXAMPLES / "lab-nodes.yaml", MANIFESTS / "local.yaml"])
+        system.wait_announced(built, SERVICES, timeout_s=90)
+        yield built
 
 
 def probe_run(lab: Lab, vip: str, duration_s: float) -> ProbeRun:
