@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml setup.py
 	touch $@
 
 provision: $(STAMP)
-	@echo "==> provisioning etcd and kube-apiserver (cached after the first build)"
+	@echo "==> provisioning Debian packages (containerd, runc, CNI plugins, Redis, Prometheus, ...)"
+	$(BIN)/python -m raylb.cluster.lab.packages
+	@echo "==> provisioning Kubernetes, CoreDNS and KubeRay binaries (cached after the first build)"
 	$(BIN)/python -m raylb.cluster.kube.provision
 
 test: provision
