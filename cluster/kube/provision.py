@@ -72,8 +72,12 @@ KUBERNETES_COMMANDS = {
     "coredns": "raylb.local/kubernetes-build/coredns",
 }
 COMPONENTS = ("etcd", *KUBERNETES_COMMANDS)
-# Binaries that answer --version; the KubeRay operator has no such flag (it answers --help).
-_NO_VERSION_FLAG = {"kuberay-operator": "--help", "coredns": "-version"}
+# How each binary shows it runs: most answer --version; these do not have that flag.
+_VERSION_ARGS = {
+    "kuberay-operator": ["--help"],
+    "coredns": ["-version"],
+    "kubectl": ["version", "--client"],
+}
 
 # CoreDNS with only what the lab's Corefile uses: serving cluster.local from the API server.
 COREDNS_MAIN_GO = """\
@@ -154,7 +158,7 @@ def _runs(binary: Path) -> bool:
         return False
     try:
         done = subprocess.run(
-            [str(binary), _NO_VERSION_FLAG.get(binary.name, "--version")],
+            [str(binary), *_VERSION_ARGS.get(binary.name, ["--version"])],
             capture_output=True,
             timeout=VERSION_CHECK_TIMEOUT_S,
             check=False,
@@ -387,8 +391,9 @@ def _build(progress: Progress) -> None:
         times["kubernetes_s"] = round(time.monotonic() - started, 1)
         progress(f"kubernetes: done in {times['kubernetes_s']} s")
 
-        if _usable(work / "bin", "built") is None:
-            raise PermanentError(f"built binaries in {work}/bin do not run --version")
+        broken = [name for name in COMPONENTS if not _runs(work / "bin" / name)]
+        if broken:
+            raise PermanentError(f"built binaries in {work}/bin do not run: {', '.join(broken)}")
         info = {
             "kubernetes": KUBERNETES_VERSION,
             "etcd": ETCD_VERSION,
