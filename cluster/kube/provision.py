@@ -31,6 +31,7 @@ and renamed into place, so a reader never sees half a cache.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -87,6 +88,7 @@ package main
 import (
 \t_ "github.com/coredns/coredns/core/dnsserver"
 \t"github.com/coredns/coredns/coremain"
+\t_ "github.com/coredns/coredns/plugin/bind"
 \t_ "github.com/coredns/coredns/plugin/cache"
 \t_ "github.com/coredns/coredns/plugin/errors"
 \t_ "github.com/coredns/coredns/plugin/health"
@@ -145,11 +147,18 @@ def cache_root() -> Path:
     return Path(base) / "raylb" / "controlplane"
 
 
+def recipe_digest() -> str:
+    """A short digest of what is built besides the versions (commands, generated sources), so a
+    changed recipe gets a cache of its own instead of an old build."""
+    recipe = json.dumps([KUBERNETES_COMMANDS, COREDNS_MAIN_GO, ETCD_MAIN_GO], sort_keys=True)
+    return hashlib.sha256(recipe.encode()).hexdigest()[:10]
+
+
 def cache_dir() -> Path:
-    """The directory holding ``bin/etcd`` and ``bin/kube-apiserver`` for the pinned versions."""
+    """The directory holding ``bin/<component>`` for the pinned versions and recipe."""
     return cache_root() / (
         f"kubernetes-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}"
-        f"_kuberay-{KUBERAY_VERSION}_coredns-{COREDNS_VERSION}"
+        f"_kuberay-{KUBERAY_VERSION}_coredns-{COREDNS_VERSION}_{recipe_digest()}"
     )
 
 
@@ -439,7 +448,10 @@ def _copy_kuberay_crds(go: str, *, cwd: Path, into: Path) -> None:
 
 def kuberay_crds() -> list[Path]:
     """The cached KubeRay operator's CRD files (after `ensure_binaries`)."""
-    return sorted((cache_dir() / "kuberay-crds").glob("ray.io_*.yaml"))
+    found = sorted((cache_dir() / "kuberay-crds").glob("ray.io_*.yaml"))
+    if not found:
+        raise PermanentError(f"no KubeRay CRDs in {cache_dir() / 'kuberay-crds'}: run `make provision`")
+    return found
 
 
 def main() -> int:
