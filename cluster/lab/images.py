@@ -102,18 +102,19 @@ class _Recipe:
 
 
 def _recipes(repo: Path) -> list[_Recipe]:
-    base_key = image_build.base_key(ray_version())
+    base_key = digest(RECIPE_VERSION, base_reference(), image_build.base_key(ray_version()))
     base_archive = cache_root() / f"ray-base-{base_key}" / IMAGE_FILE
     raylb_key = digest(
         RECIPE_VERSION, base_key, raylb_reference(),
         image_build.copied_files_digest(repo, repo / DOCKERFILE),
     )
     return [
-        _Recipe("pause", PAUSE_REFERENCE, digest(RECIPE_VERSION, PAUSE_GO, json.dumps(PAUSE_CONFIG)),
+        _Recipe("pause", PAUSE_REFERENCE, digest(RECIPE_VERSION, PAUSE_REFERENCE, PAUSE_GO,
+                                                    json.dumps(PAUSE_CONFIG)),
                 lambda work, out, say: _static_image(work, out, say, "pause", PAUSE_GO,
                                                      PAUSE_REFERENCE, PAUSE_CONFIG)),
         _Recipe("backend", BACKEND_REFERENCE,
-                digest(RECIPE_VERSION, BACKEND_GO, json.dumps(BACKEND_CONFIG)),
+                digest(RECIPE_VERSION, BACKEND_REFERENCE, BACKEND_GO, json.dumps(BACKEND_CONFIG)),
                 lambda work, out, say: _static_image(work, out, say, "backend", BACKEND_GO,
                                                      BACKEND_REFERENCE, BACKEND_CONFIG)),
         _Recipe("ray-base", base_reference(), base_key,

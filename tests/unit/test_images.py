@@ -231,3 +231,13 @@ def test_import_refuses_a_missing_archive_or_socket_by_name(tmp_path: Path) -> N
         images.import_into(archive, containerd_socket=tmp_path / "nowhere.sock")
     with pytest.raises(PermanentError, match="image archive .*gone.tar does not exist"):
         images.import_into(tmp_path / "gone.tar", containerd_socket=tmp_path / "nowhere.sock")
+
+
+def test_a_new_reference_is_a_new_key(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive carries the name: renaming an image must not reuse an archive of the old name."""
+    keys = images.cache_keys(repo)
+    monkeypatch.setattr(images, "PAUSE_REFERENCE", "raylb.local/pause:2")
+    monkeypatch.setattr(images, "ray_version", lambda: "2.61.0")
+    changed = images.cache_keys(repo)
+    assert changed["pause"] != keys["pause"] and changed["backend"] == keys["backend"]
+    assert changed["ray-base"] != keys["ray-base"] and changed["raylb"] != keys["raylb"]
