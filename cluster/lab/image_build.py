@@ -70,6 +70,7 @@ rm -rf "$root/tmp/wheelhouse"
 echo 'PATH="{VENV}/bin:$PATH"' > "$root/etc/profile.d/ray-venv.sh"
 inside chown -R ray:users /home/ray
 """
+HOST_CERTS = "/etc/ssl/certs"
 # Never copied into an image (see the repository's .dockerignore), so never hashed either.
 IGNORED_DIRS = frozenset({"__pycache__"})
 IGNORED_SUFFIXES = (".pyc",)
@@ -234,6 +235,14 @@ def copied_files_digest(context: Path, dockerfile: Path) -> str:
     return hasher.hexdigest()
 
 
+def _host_trust() -> list[str]:
+    """RUN steps trust the certificate authorities the host trusts (pip fetches raylb's
+    dependencies; a TLS-inspecting proxy's CA is only in the host's bundle): the host's
+    /etc/ssl/certs is bind-mounted read-only over the base's (which has one: ca-certificates)
+    for the build only; nothing of it is committed."""
+    return ["--volume", f"{HOST_CERTS}:{HOST_CERTS}:ro"] if Path(HOST_CERTS).is_dir() else []
+
+
 def build_dockerfile(work: Path, out: Path, progress: Progress, *, repo: Path, dockerfile: Path,
                      base_archive: Path, base_reference: str, reference: str) -> dict[str, object]:
     """`buildah bud` of the users' Dockerfile over the local base, pushed to an OCI archive."""
@@ -252,7 +261,8 @@ def build_dockerfile(work: Path, out: Path, progress: Progress, *, repo: Path, d
 
     progress(f"raylb: buildah bud -f {dockerfile.relative_to(repo)} over {base_reference}")
     step("pull", ["pull", "--quiet", f"oci-archive:{base_archive}"])
-    step("bud", ["bud", "--isolation", "chroot", "--pull", "never", "--layers=false",
+    step("bud", ["bud", "--isolation", "chroot", "--pull=never", "--layers=false",
+                 *_host_trust(),
                  "--build-arg", f"BASE={base_reference}", "-f", str(dockerfile),
                  "-t", reference, str(repo)])
     step("push", ["push", "--quiet", "--disable-compression", reference,

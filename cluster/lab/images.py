@@ -102,18 +102,19 @@ class _Recipe:
 
 
 def _recipes(repo: Path) -> list[_Recipe]:
-    base_key = image_build.base_key(ray_version())
+    base_key = digest(RECIPE_VERSION, base_reference(), image_build.base_key(ray_version()))
     base_archive = cache_root() / f"ray-base-{base_key}" / IMAGE_FILE
     raylb_key = digest(
         RECIPE_VERSION, base_key, raylb_reference(),
         image_build.copied_files_digest(repo, repo / DOCKERFILE),
     )
     return [
-        _Recipe("pause", PAUSE_REFERENCE, digest(RECIPE_VERSION, PAUSE_GO, json.dumps(PAUSE_CONFIG)),
+        _Recipe("pause", PAUSE_REFERENCE, digest(RECIPE_VERSION, PAUSE_REFERENCE, PAUSE_GO,
+                                                    json.dumps(PAUSE_CONFIG)),
                 lambda work, out, say: _static_image(work, out, say, "pause", PAUSE_GO,
                                                      PAUSE_REFERENCE, PAUSE_CONFIG)),
         _Recipe("backend", BACKEND_REFERENCE,
-                digest(RECIPE_VERSION, BACKEND_GO, json.dumps(BACKEND_CONFIG)),
+                digest(RECIPE_VERSION, BACKEND_REFERENCE, BACKEND_GO, json.dumps(BACKEND_CONFIG)),
                 lambda work, out, say: _static_image(work, out, say, "backend", BACKEND_GO,
                                                      BACKEND_REFERENCE, BACKEND_CONFIG)),
         _Recipe("ray-base", base_reference(), base_key,
@@ -170,16 +171,19 @@ def _build(recipe: _Recipe, image: ImageArchive, progress: Progress) -> None:
             "build_wall_s": round(time.monotonic() - started, 1), **details,
         }
         (work / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        cleanup_started = time.monotonic()
         for leftover in work.iterdir():  # keep the archive, its record and the log only
             if leftover.name not in (IMAGE_FILE, INFO_FILE, "build.log"):
-                _remove(leftover)
+                _remove(leftover)  # buildah's vfs store: a full copy per layer, slow to delete
+        cleanup_s = round(time.monotonic() - cleanup_started, 1)
         if final.exists():  # a broken earlier result: we hold the lock, so replace it
             shutil.rmtree(final)
         os.rename(work, final)
     except BaseException:
         _remove(work)
         raise
-    progress(f"{recipe.name}: {info['size_bytes'] / 1e6:.0f} MB in {info['build_wall_s']} s")
+    progress(f"{recipe.name}: {info['size_bytes'] / 1e6:.0f} MB in {info['build_wall_s']} s "
+             f"(+{cleanup_s} s removing the work files)")
     for stale in cache_root().glob(f"{recipe.name}-*"):  # earlier keys of the same image
         if stale != final and stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -222,6 +226,10 @@ def import_into(image: ImageArchive | Path, *, containerd_socket: Path,
     """Import one archive into a containerd (its CRI namespace by default) and unpack it for
     the default snapshotter, so the kubelet can start it without pulling."""
     archive = image.archive if isinstance(image, ImageArchive) else image
+    if not archive.is_file():
+        raise PermanentError(f"image archive {archive} does not exist (run ensure_images first)")
+    if not containerd_socket.is_socket():  # ctr would wait 10 s for it, then say "timeout"
+        raise PermanentError(f"no containerd listens at {containerd_socket}: not a socket")
     done = subprocess.run(
         ["ctr", "--address", str(containerd_socket), "--namespace", namespace,
          "images", "import", str(archive)],

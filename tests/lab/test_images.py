@@ -9,14 +9,16 @@ folder, in a fresh network namespace of a fixture lab name, stopped by its PID.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -154,9 +156,11 @@ def test_the_backend_binary_says_which_pod_and_node_answered(
     namespace = netns_name(lab, CONTROL)
     with tempfile.TemporaryDirectory(prefix="rlb-mnt-") as target:
         script = (f"ctr --address {imported} --namespace k8s.io images mount "
-                  f"{built['backend'].reference} {target} >/dev/null && ip link set lo up && "
+                  f"{built['backend'].reference} {target} >/dev/null && "
                   f"exec chroot --userspec=65534:65534 {target} /backend")
         netns.create(namespace)
+        with netns.iproute(namespace) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
         proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{namespace}", "unshare", "--mount", "--propagation",
              "private", "sh", "-c", script],
@@ -188,3 +192,54 @@ def test_the_backend_binary_says_which_pod_and_node_answered(
     status, length, body = reply
     assert status == 200 and int(length) == len(body)
     assert json.loads(body) == {"pod": "backend-7d4b9", "node": "node2", "client": "127.0.0.1"}
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(POLL_S)
+
+
+def test_the_pause_binary_reaps_orphans_as_pid_1_and_exits_0_on_sigterm(
+    built: dict[str, images.ImageArchive], imported: Path
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="rlb-mnt-") as target:
+        script = (f"ctr --address {imported} --namespace k8s.io images mount "
+                  f"{built['pause'].reference} {target} >/dev/null && "
+                  f"exec chroot --userspec=65535:65535 {target} /pause")
+        # unshare forks once more: its child is PID 1 of the new PID namespace, and execs pause.
+        holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+             "sh", "-c", script],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            pause: list[int] = []
+
+            def pause_started() -> bool:
+                pause[:] = [c for c in children(holder.pid)
+                            if Path(f"/proc/{c}/comm").read_text().strip() == "pause"]
+                return bool(pause)
+
+            wait_until(pause_started, "pause never started")
+            # A shell in pause's PID namespace starts `sleep` and exits: the sleeper is
+            # re-parented to PID 1, pause, which must reap it once it exits.
+            subprocess.run(["nsenter", "-t", str(pause[0]), "--pid", "--", "sh", "-c",
+                            "sleep 1 & exit 0"], check=True)
+            wait_until(lambda: bool(children(pause[0])), "the orphan never reached pause")
+            wait_until(lambda: not children(pause[0]), "pause left its orphan a zombie")
+            assert holder.poll() is None, "pause must outlive its children"
+            os.kill(pause[0], signal.SIGTERM)
+            assert holder.wait(timeout=STOP_TIMEOUT_S) == 0  # unshare returns pause's status
+        finally:
+            for pid in pause:  # PID 1 of its namespace: killing it ends everything in there
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait()

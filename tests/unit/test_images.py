@@ -223,3 +223,21 @@ def test_images_in_the_cache_are_returned_without_building(
 def test_a_checkout_without_the_dockerfile_is_refused_by_path(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="deploy/kuberay/Dockerfile not found"):
         images.ensure_images(lambda line: None, repo=tmp_path)
+
+
+def test_import_refuses_a_missing_archive_or_socket_by_name(tmp_path: Path) -> None:
+    archive = write_sample(tmp_path)
+    with pytest.raises(PermanentError, match="no containerd listens at .*nowhere.sock"):
+        images.import_into(archive, containerd_socket=tmp_path / "nowhere.sock")
+    with pytest.raises(PermanentError, match="image archive .*gone.tar does not exist"):
+        images.import_into(tmp_path / "gone.tar", containerd_socket=tmp_path / "nowhere.sock")
+
+
+def test_a_new_reference_is_a_new_key(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive carries the name: renaming an image must not reuse an archive of the old name."""
+    keys = images.cache_keys(repo)
+    monkeypatch.setattr(images, "PAUSE_REFERENCE", "raylb.local/pause:2")
+    monkeypatch.setattr(images, "ray_version", lambda: "2.61.0")
+    changed = images.cache_keys(repo)
+    assert changed["pause"] != keys["pause"] and changed["backend"] == keys["backend"]
+    assert changed["ray-base"] != keys["ray-base"] and changed["raylb"] != keys["raylb"]
