@@ -44,6 +44,7 @@ import yaml
 
 from raylb.cluster.kube.controlplane import SERVICE_CLUSTER_IP_RANGES, ControlPlane
 from raylb.cluster.kube.provision import Binaries
+from raylb.cluster.lab import images
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.topology import (
     CLUSTER_DOMAIN,
@@ -71,7 +72,7 @@ PRIVATE_PATHS = (
     "/var/lib/kubelet", "/var/log/pods", "/var/log/containers", "/run/containerd", "/run/netns",
 )
 #: The sandbox ("pause") image every pod starts with; imported into each node's containerd.
-PAUSE_IMAGE = "raylb.local/pause:1"
+PAUSE_IMAGE = images.PAUSE_REFERENCE
 NODE_READY_TIMEOUT_S = 120.0
 SOCKET_WAIT_S = 30.0
 POLL_S = 0.2

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from raylb.cluster.kube import manifests
 from raylb.cluster.kube.provision import kuberay_crds
-from raylb.cluster.lab import build, hosts, ray_nodes
+from raylb.cluster.lab import build, hosts, images, ray_nodes
 from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import kubecluster
 from raylb.cluster.lab import netns as ns
@@ -137,8 +137,8 @@ class Lab:
         self.kube: lab_kube.LabKube | None = None
         self._kube_plane: ControlPlane | None = None  # whose processes this object spawned
         self._children: list[subprocess.Popen[Any]] = []
-        #: Called with a node's containerd socket once it answers (imports the lab's images).
-        self.image_hooks: list[Callable[[Path], None]] = []
+        #: Imported into every kubelet node's containerd when it starts (nothing can be pulled).
+        self.node_images: list[images.ImageArchive] = []
         self._state_lock = threading.Lock()  # Ray and the API server start on two threads
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -400,6 +400,8 @@ class Lab:
         if plane is None:
             raise LabError("start the API server first (kube=True)")
         binaries = plane.binaries
+        built = images.ensure_images()
+        self.node_images = [built["pause"], built["backend"], *self.node_images]
         workdir = self.state_dir / "control"
         workdir.mkdir(parents=True, exist_ok=True)
         with lab_kube.admin_api(self.control, self.kube) as api:  # type: ignore[arg-type]
@@ -435,8 +437,8 @@ class Lab:
         )  # fmt: skip
         holder = kubecluster.start_worker(dirs, node=node, lab=self.name, script=script)
         kubecluster.wait_socket(dirs, holder)
-        for hook in self.image_hooks:
-            hook(dirs.containerd_socket)
+        for image in self.node_images:
+            images.import_into(image, containerd_socket=dirs.containerd_socket)
 
     def driver_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a Ray driver run with `lab.popen(lab.control, [...])`."""
