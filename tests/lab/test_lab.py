@@ -199,7 +199,7 @@ def test_node_address_resolves_to_the_node_mac(shared_lab: Lab) -> None:
 
 
 def test_probes_refuse_addresses_outside_the_lab(shared_lab: Lab) -> None:
-    for outside in ("192.0.2.1", "8.8.8.8", "2001:db8:19::1"):
+    for outside in ("192.0.2.1", "8.8.8.8", "2001:db8:20::1"):
         with pytest.raises(ValueError, match="outside the lab"):
             shared_lab.ping(shared_lab.client, ip_address(outside))
 
