@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from raylb.actors.allocator import ALLOCATOR_NAME, AllocatorService
+from raylb.keyring import KeySet
 from raylb.snapshot import NodeInfo, Snapshot
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RayOps:
         self.namespace = namespace
         self.call_timeout_s = call_timeout_s
         self._pushed: dict[str, int] = {}  # node -> snapshot version last acknowledged
+        self._keys_pushed: dict[str, KeySet] = {}  # node -> membership keys last acknowledged
 
     # --- the node table ------------------------------------------------------------------
 
@@ -105,20 +107,23 @@ class RayOps:
                 names.add(info["name"][len(SPEAKER_PREFIX) :])
         return names
 
-    def ensure_speaker(self, node: RayNode) -> Any:
+    def ensure_speaker(self, node: RayNode, *, keys: KeySet) -> Any:
         from raylb.actors.speaker.actor import start_speaker  # noqa: PLC0415 (speaker pulls in sockets)
 
         handle = self.speaker(node.name)
         if handle is None:
             self._pushed.pop(node.name, None)
+            self._keys_pushed[node.name] = keys
             handle = start_speaker(
-                node_name=node.name, node_id=node.node_id, node_address=node.address, namespace=self.namespace
-            )
+                node_name=node.name, node_id=node.node_id, node_address=node.address, keys=keys,
+                namespace=self.namespace,
+            )  # fmt: skip
         return handle
 
     def remove_speaker(self, node: str, *, graceful: bool) -> None:
         handle = self.speaker(node)
         self._pushed.pop(node, None)
+        self._keys_pushed.pop(node, None)
         if handle is None:
             return
         if graceful:
@@ -149,6 +154,21 @@ class RayOps:
                 log.info("speaker on %s did not take snapshot %d yet: %s", name, snapshot.version, value)
             else:
                 self._pushed[name] = int(value)
+
+    def push_keys(self, keys: KeySet, nodes: Mapping[str, NodeInfo]) -> None:
+        """Send the membership keys to every speaker that has not acknowledged them yet."""
+        refs = {}
+        for name in nodes:
+            if self._keys_pushed.get(name) == keys:
+                continue
+            handle = self.speaker(name)
+            if handle is not None:
+                refs[name] = handle.set_keys.remote(keys)
+        for name, value in self._gather(refs).items():
+            if isinstance(value, Exception):  # retried on the next round
+                log.info("speaker on %s did not take the membership keys yet: %s", name, value)
+            else:
+                self._keys_pushed[name] = keys
 
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
         refs = {name: h.status.remote() for name in nodes if (h := self.speaker(name)) is not None}

@@ -46,12 +46,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from raylb import wire
 from raylb.election import Handover, Interfaces, diff, owned_ips
+from raylb.keyring import KeyRing, KeySet
 from raylb.membership import NO_CHANGE, Changes, Membership
 from raylb.pools import IPAddress
 from raylb.snapshot import EMPTY, Snapshot
@@ -65,6 +67,9 @@ RETRY_S = 0.5
 # Goodbyes and welcomes are sent this many times in a row (the copies are idempotent): a lost
 # goodbye would cost a full dead_after_s, a lost welcome a stale neighbour entry.
 COPIES = 2
+# Drop reasons counted here, before a datagram reaches Membership (which counts the others).
+MALFORMED = "malformed"
+UNAUTHENTICATED = "unauthenticated"
 
 
 class Transport(Protocol):
@@ -104,14 +109,17 @@ class SpeakerCore:
         membership: Membership,
         transport: Transport,
         announcer: Announcer,
-        key: bytes | None = None,
+        keys: KeySet,
+        wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.membership = membership
         self.node = membership.self_name
         self._transport = transport
         self._announcer = announcer
-        self._key = key
+        self._wall_ns = wall_ns
         self._lock = threading.RLock()
+        self._now_s = 0.0
+        self._keys = KeyRing(keys, now_s=self._now_s)
         self._snapshot: Snapshot = EMPTY
         self._pending: Snapshot | None = None
         self._applied: dict[IPAddress, Interfaces] = {}  # what the announcer holds now
@@ -120,8 +128,8 @@ class SpeakerCore:
         self._retry_at_s: float | None = None
         self._was_ready = False
         self._left = False
-        self._now_s = 0.0
         self.counts: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # malformed / unauthenticated; the rest: membership.drops
 
     # ------------------------------------------------------------------ inputs
 
@@ -135,6 +143,15 @@ class SpeakerCore:
             if snapshot.version < newest.version:
                 self.counts["snapshots_ignored"] += 1
             return newest.version
+
+    def set_keys(self, keys: KeySet, *, now_s: float) -> bool:
+        """New membership keys from the operator (raylb.keyring: rotation in two steps)."""
+        with self._lock:
+            changed = self._keys.update(keys, now_s=now_s)
+            if changed:
+                self.counts["key_updates"] += 1
+                log.info("speaker %s: membership keys now %s", self.node, self._keys.report(now_s))
+            return changed
 
     @property
     def snapshot(self) -> Snapshot:
@@ -185,7 +202,7 @@ class SpeakerCore:
                 return
             self._left = True
             self._next_heartbeat_s = None
-            goodbye = wire.encode(self.membership.make_leave(), key=self._key)
+            goodbye = self._encode(self.membership.make_leave(sent_ns=self._wall_ns()))
             targets = self.membership.targets()
             for _ in range(COPIES):
                 for peer, address in targets.items():
@@ -229,6 +246,8 @@ class SpeakerCore:
                 "owned": {str(ip): list(ifaces) for ip, ifaces in sorted(self._applied.items(), key=_ip_key)},
                 "wanted": {str(ip): list(ifaces) for ip, ifaces in sorted(self._wanted.items(), key=_ip_key)},
                 "counts": dict(self.counts),
+                "drops": dict(self.drops + self.membership.drops),
+                "keys": self._keys.report(now_s),
                 "responder": counters,
             }
 
@@ -244,16 +263,21 @@ class SpeakerCore:
 
     def _receive(self, now_s: float) -> Changes:
         changes = NO_CHANGE
+        keys = self._keys.verifying(now_s)
+        wall_ns = self._wall_ns()
         for data, source in self._transport.receive(0.0):
             try:
-                datagram = wire.decode(data, key=self._key)
+                datagram = wire.decode(data, keys=keys)
             except wire.WireError as err:
-                self.counts["datagrams_invalid"] += 1
+                self.drops[UNAUTHENTICATED if isinstance(err, wire.UnauthenticatedError) else MALFORMED] += 1
                 log.debug("speaker %s: dropped datagram from %s: %s", self.node, source, err)
                 continue
             self.counts["datagrams"] += 1
-            changes |= self.membership.on_datagram(datagram, now_s=now_s, address=source)
+            changes |= self.membership.on_datagram(datagram, now_s=now_s, wall_ns=wall_ns, address=source)
         return changes
+
+    def _encode(self, datagram: wire.Datagram) -> bytes:
+        return wire.encode(datagram, key=self._keys.signing)
 
     def _heartbeat(self, now_s: float) -> None:
         if self._next_heartbeat_s is not None and now_s < self._next_heartbeat_s:
@@ -262,7 +286,9 @@ class SpeakerCore:
         # Keep the phase, but never send a backlog of heartbeats after a stall.
         base = self._next_heartbeat_s if self._next_heartbeat_s is not None else now_s
         self._next_heartbeat_s = max(base + interval, now_s + interval / 2)
-        data = wire.encode(self.membership.make_heartbeat(snapshot_version=self.snapshot.version), key=self._key)
+        data = self._encode(
+            self.membership.make_heartbeat(snapshot_version=self.snapshot.version, sent_ns=self._wall_ns())
+        )
         for peer, address in self.membership.targets().items():
             self._send(peer, address, data)
         self.counts["heartbeats_sent"] += 1
@@ -297,7 +323,7 @@ class SpeakerCore:
 
     def _welcome(self, peers: frozenset[str]) -> None:
         """Step 7 of the module docstring: tell peers we had dead that they are back."""
-        data = wire.encode(self.membership.make_welcome(), key=self._key)
+        data = self._encode(self.membership.make_welcome(sent_ns=self._wall_ns()))
         targets = self.membership.targets()
         for _ in range(COPIES):
             for peer in sorted(peers & targets.keys()):
