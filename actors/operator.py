@@ -227,12 +227,13 @@ class OperatorCore:
 
         ray_nodes = self.ray.nodes()
         nodes = rc.speaker_nodes(self.world, metallb, ray_nodes={n: r.address for n, r in ray_nodes.items()})
-        keys = self._read_keys(now)
+        keys = self._read_keys(now) if nodes else None  # no speaker to run: the key is not needed
         self._ensure_speakers(nodes, ray_nodes, keys=keys)
         statuses = self.ray.statuses(nodes)
-        self._keys = plan_keys(keys.accept[0], previous=self._older_keys,
-                               reports={n: s.get("keys") or {} for n, s in statuses.items()})
-        self.ray.push_keys(self._keys, nodes)
+        if keys is not None:
+            self._keys = plan_keys(keys.accept[0], previous=self._older_keys,
+                                   reports={n: s.get("keys") or {} for n, s in statuses.items()})
+            self.ray.push_keys(self._keys, nodes)
         # Speakers ignore snapshots older than the one they hold; after an operator restart the
         # numbering continues above theirs instead of starting again at 1.
         held = max((int(s.get("snapshot_version", 0)) for s in statuses.values()), default=0)
@@ -338,8 +339,11 @@ class OperatorCore:
         assert self._key is not None
         return self._keys or plan_keys(self._key, previous=self._older_keys, reports={})
 
-    def _ensure_speakers(self, nodes: Mapping[str, NodeInfo], ray_nodes: Mapping[str, Any], *, keys: KeySet) -> None:
+    def _ensure_speakers(
+        self, nodes: Mapping[str, NodeInfo], ray_nodes: Mapping[str, Any], *, keys: KeySet | None
+    ) -> None:
         for name in nodes:
+            assert keys is not None  # read whenever there are nodes
             self.ray.ensure_speaker(ray_nodes[name], keys=for_new_speaker(keys))
         for name in self.ray.speaker_names() - set(nodes):
             # The node left the selector (graceful handover) or died (its peers are told).
