@@ -13,23 +13,28 @@ exactly what a holder of the membership key sent, or it raises one of
 and nothing else. The receiver may hold several keys while a key is rotated (raylb.keyring);
 the tag is checked against each, newest first.
 
-Layout (network byte order), 40 bytes of header, then the node name, then the tag:
+Layout (network byte order), 49 bytes of header, the node name, the subject, the tag:
 
-    offset size field
-    0      4    magic b"RLBm"
-    4      1    version (2)
-    5      1    kind: 1 heartbeat, 2 leave, 3 welcome ("I had you dead; you are back")
-    6      1    flags: must be 0
-    7      1    name length n (1..253)
-    8      8    incarnation (u64): larger = newer speaker process on that node
-    16     8    sequence number (u64): per incarnation, increasing
-    24     8    snapshot version the sender holds (u64)
-    32     8    sent_ns (u64): the sender's wall clock when it sent, ns since the Unix epoch
-    40     n    sender node name, ASCII
-    40+n   16   HMAC-SHA256 over bytes 0..40+n, truncated to 16 bytes
+    offset  size field
+    0       4    magic b"RLBm"
+    4       1    version (2)
+    5       1    kind: 1 heartbeat, 2 leave, 3 welcome ("I had you dead; you are back"),
+                 4 alert ("I, an observer of the subject, find it silent"),
+                 5 hello ("I am starting: tell me you are alive")
+    6       1    flags: must be 0
+    7       1    name length n (1..253)
+    8       8    incarnation (u64): larger = newer speaker process on that node
+    16      8    sequence number (u64): per incarnation, increasing
+    24      8    snapshot version the sender holds (u64)
+    32      8    sent_ns (u64): the sender's wall clock when it sent, ns since the Unix epoch
+    40      8    subject incarnation (u64; alerts only, else 0)
+    48      1    subject length m (alerts: 1..253, else 0)
+    49      n    sender node name, ASCII
+    49+n    m    subject node name, ASCII
+    49+n+m  16   HMAC-SHA256 over everything before it, truncated to 16 bytes
 
 253 is the longest Kubernetes node name (an RFC 1123 DNS subdomain), so a datagram is at
-most 309 bytes and never fragments. `sent_ns` lets a receiver refuse a replay older than
+most 571 bytes and never fragments. `sent_ns` lets a receiver refuse a replay older than
 the clock skew it tolerates (raylb.membership.MAX_CLOCK_SKEW_S); the sequence number refuses
 one within it. Version 1 (optional tag, no timestamp) is refused: a mixed cluster would
 have to trust unauthenticated datagrams, which is exactly what version 2 ends.
@@ -51,14 +56,16 @@ VERSION = 2
 HEARTBEAT = 1
 LEAVE = 2
 WELCOME = 3
-KINDS = (HEARTBEAT, LEAVE, WELCOME)
+ALERT = 4
+HELLO = 5
+KINDS = (HEARTBEAT, LEAVE, WELCOME, ALERT, HELLO)
 MAX_NAME_LEN = 253  # RFC 1123 subdomain, the limit Kubernetes puts on node names
 TAG_LEN = 16  # 128-bit truncated HMAC-SHA256, as RFC 4868 uses for HMAC-SHA-256-128
 U64_MAX = 2**64 - 1
 
-_HEADER = struct.Struct("!4sBBBBQQQQ")
-HEADER_LEN = _HEADER.size  # 40
-MAX_DATAGRAM_LEN = HEADER_LEN + MAX_NAME_LEN + TAG_LEN
+_HEADER = struct.Struct("!4sBBBBQQQQQB")
+HEADER_LEN = _HEADER.size  # 49
+MAX_DATAGRAM_LEN = HEADER_LEN + 2 * MAX_NAME_LEN + TAG_LEN
 _NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
@@ -76,18 +83,24 @@ class UnauthenticatedError(WireError):
 
 @dataclass(frozen=True)
 class Datagram:
-    kind: int  # HEARTBEAT, LEAVE or WELCOME
+    kind: int  # HEARTBEAT, LEAVE, WELCOME, ALERT or HELLO
     node: str
     incarnation: int
     seq: int = 0
     snapshot_version: int = 0
     sent_ns: int = 0
+    subject: str | None = None  # ALERT only: the node found silent ...
+    subject_incarnation: int = 0  # ... and the process of it that was
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise MalformedError(f"datagram kind={self.kind!r}: expected one of {KINDS}")
         _check_name(self.node)
-        for field_name in ("incarnation", "seq", "snapshot_version", "sent_ns"):
+        if (self.kind == ALERT) != (self.subject is not None):
+            raise MalformedError(f"datagram kind={self.kind} subject={self.subject!r}: an alert, and only an alert, names a subject")
+        if self.subject is not None:
+            _check_name(self.subject)
+        for field_name in ("incarnation", "seq", "snapshot_version", "sent_ns", "subject_incarnation"):
             value = getattr(self, field_name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= U64_MAX:
                 raise MalformedError(f"datagram {field_name}={value!r}: expected an integer in 0..2**64-1")
@@ -110,10 +123,12 @@ def encode(datagram: Datagram, *, key: bytes) -> bytes:
     if not key:
         raise ValueError("encode: a membership key is required (raylb.keyring)")
     name = datagram.node.encode("ascii")
+    subject = (datagram.subject or "").encode("ascii")
     body = _HEADER.pack(
         MAGIC, VERSION, datagram.kind, 0, len(name),
         datagram.incarnation, datagram.seq, datagram.snapshot_version, datagram.sent_ns,
-    ) + name  # fmt: skip
+        datagram.subject_incarnation, len(subject),
+    ) + name + subject  # fmt: skip
     return body + _tag(key, body)
 
 
@@ -128,7 +143,9 @@ def decode(data: bytes, *, keys: Sequence[bytes]) -> Datagram:
     data = bytes(data)
     if len(data) < HEADER_LEN:
         raise MalformedError(f"datagram of {len(data)} bytes is shorter than the {HEADER_LEN}-byte header")
-    magic, version, kind, flags, name_len, incarnation, seq, snap, sent_ns = _HEADER.unpack_from(data)
+    magic, version, kind, flags, name_len, incarnation, seq, snap, sent_ns, subject_inc, subject_len = (
+        _HEADER.unpack_from(data)
+    )
     if magic != MAGIC:
         raise MalformedError(f"datagram magic={magic!r}: expected {MAGIC!r}")
     if version != VERSION:
@@ -137,15 +154,27 @@ def decode(data: bytes, *, keys: Sequence[bytes]) -> Datagram:
         raise MalformedError(f"datagram kind={kind}: expected one of {KINDS}")
     if flags:
         raise MalformedError(f"datagram flags=0x{flags:02x}: unknown bits set")
-    expected = HEADER_LEN + name_len + TAG_LEN
+    expected = HEADER_LEN + name_len + subject_len + TAG_LEN
     if len(data) != expected:
-        raise MalformedError(f"datagram length={len(data)}: expected {expected} for a {name_len}-byte name")
-    body, tag = data[: HEADER_LEN + name_len], data[HEADER_LEN + name_len :]
-    try:
-        name = body[HEADER_LEN:].decode("ascii")
-    except UnicodeDecodeError:
-        raise MalformedError(f"datagram node name={body[HEADER_LEN:]!r}: not ASCII") from None
-    _check_name(name)
+        raise MalformedError(
+            f"datagram length={len(data)}: expected {expected} for a {name_len}-byte name and a {subject_len}-byte subject"
+        )
+    body_len = HEADER_LEN + name_len + subject_len
+    body, tag = data[:body_len], data[body_len:]
+    name = _ascii(body[HEADER_LEN : HEADER_LEN + name_len], "node name")
+    subject = _ascii(body[HEADER_LEN + name_len :], "subject") if subject_len else None
+    # Checks every field before the tag: a malformed datagram costs no HMAC.
+    datagram = Datagram(
+        kind=kind, node=name, incarnation=incarnation, seq=seq, snapshot_version=snap, sent_ns=sent_ns,
+        subject=subject, subject_incarnation=subject_inc,
+    )  # fmt: skip
     if not any(hmac.compare_digest(tag, _tag(key, body)) for key in keys):
         raise UnauthenticatedError(f"datagram from node={name!r}: authentication tag matches no membership key")
-    return Datagram(kind=kind, node=name, incarnation=incarnation, seq=seq, snapshot_version=snap, sent_ns=sent_ns)
+    return datagram
+
+
+def _ascii(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise MalformedError(f"datagram {what}={raw!r}: not ASCII") from None

@@ -190,8 +190,10 @@ def forgeries(draw: st.DrawFn) -> tuple[str, object]:
     if kind == "junk":
         return kind, draw(st.binary(max_size=320))
     if kind == "forged":
+        kind_number = draw(st.sampled_from(wire.KINDS))
         fields = wire.Datagram(
-            kind=draw(st.sampled_from(wire.KINDS)), node=draw(NAMES),
+            kind=kind_number, node=draw(NAMES),
+            subject=draw(NAMES) if kind_number == wire.ALERT else None,
             incarnation=draw(st.integers(0, 3) | st.just(wire.U64_MAX) | st.just(time.time_ns())),
             seq=draw(st.integers(0, 5) | st.just(wire.U64_MAX)), snapshot_version=draw(st.integers(0, wire.U64_MAX)),
             sent_ns=time.time_ns() + draw(st.integers(-10 * SECOND_S, 10 * SECOND_S)),

@@ -24,12 +24,21 @@ SIGNED = wire.encode(HB, key=KEY)
 
 
 def test_layout_is_exactly_as_documented() -> None:
-    assert len(SIGNED) == 40 + len("node-a") + 16
+    assert len(SIGNED) == 49 + len("node-a") + 16
     assert SIGNED[:4] == b"RLBm"
     assert SIGNED[4:8] == bytes([2, HEARTBEAT, 0, 6])
-    assert struct.unpack("!QQQQ", SIGNED[8:40]) == (HB.incarnation, 42, 7, HB.sent_ns)
-    assert SIGNED[40:46] == b"node-a"
+    assert struct.unpack("!QQQQQB", SIGNED[8:49]) == (HB.incarnation, 42, 7, HB.sent_ns, 0, 0)
+    assert SIGNED[49:55] == b"node-a"
     assert wire.decode(SIGNED, keys=KEYS) == HB
+
+
+def test_an_alert_carries_its_subject_after_the_name() -> None:
+    alert = Datagram(kind=wire.ALERT, node="node-a", incarnation=5, seq=6, subject="node-b", subject_incarnation=9)
+    data = wire.encode(alert, key=KEY)
+    assert len(data) == 49 + 6 + 6 + 16
+    assert struct.unpack("!QB", data[40:49]) == (9, 6)
+    assert data[49:61] == b"node-anode-b"
+    assert wire.decode(data, keys=KEYS) == alert
 
 
 @pytest.mark.parametrize(
@@ -40,12 +49,14 @@ def test_layout_is_exactly_as_documented() -> None:
         Datagram(kind=HEARTBEAT, node="a" * 253, incarnation=wire.U64_MAX, seq=wire.U64_MAX,
                  snapshot_version=wire.U64_MAX, sent_ns=wire.U64_MAX),
         Datagram(kind=HEARTBEAT, node="Worker_1.lab-rlb", incarnation=3, seq=1),
+        Datagram(kind=wire.ALERT, node="a" * 253, incarnation=1, subject="b" * 253, subject_incarnation=wire.U64_MAX),
+        Datagram(kind=wire.HELLO, node="n", incarnation=1),
     ],
-    ids=["heartbeat", "leave", "largest", "mixed-name"],
+    ids=["heartbeat", "leave", "largest", "mixed-name", "largest-alert", "hello"],
 )
 def test_round_trip(datagram: Datagram) -> None:
     data = wire.encode(datagram, key=KEY)
-    assert len(data) <= wire.MAX_DATAGRAM_LEN == 309
+    assert len(data) <= wire.MAX_DATAGRAM_LEN == 571
     assert wire.decode(data, keys=KEYS) == datagram
 
 
@@ -60,21 +71,22 @@ def _patched(data: bytes, offset: int, value: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("data", "error", "message"),
     [
-        (b"", MalformedError, "0 bytes is shorter than the 40-byte header"),
-        (SIGNED[:39], MalformedError, "39 bytes is shorter"),
+        (b"", MalformedError, "0 bytes is shorter than the 49-byte header"),
+        (SIGNED[:48], MalformedError, "48 bytes is shorter"),
         (_patched(SIGNED, 0, b"RLBx"), MalformedError, "magic=b'RLBx'"),
         (_patched(SIGNED, 4, b"\x01"), MalformedError, "version=1: this speaker speaks version 2"),
-        (_patched(SIGNED, 5, b"\x04"), MalformedError, "kind=4"),
+        (_patched(SIGNED, 5, b"\x06"), MalformedError, "kind=6"),
+        (_patched(SIGNED, 5, bytes([wire.ALERT])), MalformedError, "an alert, and only an alert, names a subject"),
         (_patched(SIGNED, 5, b"\x00"), MalformedError, "kind=0"),
         (_patched(SIGNED, 6, b"\x01"), MalformedError, "flags=0x01: unknown bits"),
-        (_patched(SIGNED, 7, b"\x07"), MalformedError, "length=62: expected 63 for a 7-byte name"),
-        (SIGNED + b"\x00", MalformedError, "length=63: expected 62"),
-        (SIGNED[:-16], MalformedError, "length=46: expected 62"),  # the tag cut off
-        (_patched(SIGNED, 40, b"\xff"), MalformedError, "not ASCII"),
-        (_patched(SIGNED, 40, b"-"), MalformedError, "node name='-ode-a'"),
+        (_patched(SIGNED, 7, b"\x07"), MalformedError, "length=71: expected 72 for a 7-byte name"),
+        (SIGNED + b"\x00", MalformedError, "length=72: expected 71"),
+        (SIGNED[:-16], MalformedError, "length=55: expected 71"),  # the tag cut off
+        (_patched(SIGNED, 49, b"\xff"), MalformedError, "not ASCII"),
+        (_patched(SIGNED, 49, b"-"), MalformedError, "node name='-ode-a'"),
         (wire.encode(HB, key=b"another key"), UnauthenticatedError, "matches no membership key"),
         (_patched(SIGNED, 31, b"\x2b"), UnauthenticatedError, "matches no membership key"),  # seq 42 -> 43
-        (_patched(SIGNED, 45, b"b"), UnauthenticatedError, "node='node-b'"),  # another name
+        (_patched(SIGNED, 54, b"b"), UnauthenticatedError, "node='node-b'"),  # another name
         (_patched(SIGNED, 15, b"\xff"), UnauthenticatedError, "matches no"),  # a pushed incarnation
     ],
     ids=lambda v: v if isinstance(v, str) else "",
@@ -122,6 +134,9 @@ def test_wire_errors_belong_to_the_error_tree_and_are_value_errors() -> None:
         ({"snapshot_version": True}, "snapshot_version=True"),
         ({"incarnation": 1.5}, "incarnation=1.5"),
         ({"sent_ns": -5}, "sent_ns=-5"),
+        ({"subject": "b"}, "an alert, and only an alert, names a subject"),
+        ({"kind": wire.ALERT}, "an alert, and only an alert, names a subject"),
+        ({"kind": wire.ALERT, "subject": "b/c"}, "node name='b/c'"),
     ],
 )
 def test_datagram_fields_are_checked(fields: dict, message: str) -> None:
@@ -132,10 +147,15 @@ def test_datagram_fields_are_checked(fields: dict, message: str) -> None:
 
 names = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,40}[A-Za-z0-9])?", fullmatch=True)
 u64 = st.integers(0, wire.U64_MAX)
-datagrams = st.builds(
-    Datagram, kind=st.sampled_from(wire.KINDS), node=names, incarnation=u64, seq=u64, snapshot_version=u64,
-    sent_ns=u64,
+plain = st.builds(
+    Datagram, kind=st.sampled_from([k for k in wire.KINDS if k != wire.ALERT]), node=names, incarnation=u64,
+    seq=u64, snapshot_version=u64, sent_ns=u64,
 )  # fmt: skip
+alerts = st.builds(
+    Datagram, kind=st.just(wire.ALERT), node=names, incarnation=u64, seq=u64, sent_ns=u64, subject=names,
+    subject_incarnation=u64,
+)  # fmt: skip
+datagrams = plain | alerts
 
 
 @settings(max_examples=300, deadline=None)
