@@ -88,6 +88,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from raylb import wire
+from raylb.observers import QUORUM, Topology
 
 # 20 heartbeats/s per peer: ~40-byte payloads, ~1 kB/s per peer pair, negligible CPU; fine
 # enough that detection time is dominated by dead_after_s, not by the heartbeat phase.
@@ -137,6 +138,10 @@ class Changes:
     joined: frozenset[str] = frozenset()
     revived: frozenset[str] = frozenset()
     welcomed_by: frozenset[str] = frozenset()
+    # K-observer mode only; none of these changes who is alive by itself:
+    accused: frozenset[str] = frozenset()  # subjects this speaker now accuses: alert everyone
+    refute: bool = False  # someone accuses this speaker: tell everyone it is alive
+    asked_by: frozenset[str] = frozenset()  # starting speakers asking who is alive (hello)
 
     def __bool__(self) -> bool:
         return bool(self.died or self.joined or self.welcomed_by)
@@ -147,7 +152,8 @@ class Changes:
         revived = (self.revived - other.died) | other.revived
         return Changes(
             died=frozenset(died), joined=frozenset(joined), revived=frozenset(revived),
-            welcomed_by=self.welcomed_by | other.welcomed_by,
+            welcomed_by=self.welcomed_by | other.welcomed_by, accused=self.accused | other.accused,
+            refute=self.refute or other.refute, asked_by=self.asked_by | other.asked_by,
         )  # fmt: skip
 
 
@@ -166,7 +172,7 @@ class PeerView:
     reason: str | None  # why dead: "timeout", "leave", "ray"; None while alive / unheard
 
 
-@dataclass
+@dataclass(slots=True)  # one per listed node in every speaker: 1 000 x 1 000 in the simulation
 class _Peer:
     address: str | None = None
     incarnation: int | None = None
@@ -189,7 +195,10 @@ class Membership:
         incarnation: int = 0,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         dead_after_s: float = DEAD_AFTER_S,
+        observers: int | None = None,
     ) -> None:
+        """`observers`: None, every speaker heartbeats every other one; k, K-observer mode
+        (see "Scaling" in the module docstring)."""
         if heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s={heartbeat_interval_s}: must be > 0")
         if dead_after_s < MIN_INTERVALS_PER_DEATH * heartbeat_interval_s:
@@ -212,15 +221,21 @@ class Membership:
         self._left = False
         self._ready = False
         self.newest_snapshot_version = 0  # highest snapshot version a peer said it holds
+        self.observers_k = observers
+        self._topology: Topology | None = None
+        self._alive_cache: frozenset[str] | None = None
+        self._accusations: dict[str, set[str]] = {}  # subject -> accusers (its observers only)
 
     # ------------------------------------------------------------------ queries
 
     def alive(self) -> frozenset[str]:
         """Alive speakers, this one included (until it has said goodbye)."""
-        names = {n for n, p in self._peers.items() if p.alive}
-        if not self._left:
-            names.add(self.self_name)
-        return frozenset(names)
+        if self._alive_cache is None:
+            names = {n for n, p in self._peers.items() if p.alive}
+            if not self._left:
+                names.add(self.self_name)
+            self._alive_cache = frozenset(names)
+        return self._alive_cache
 
     def ready(self, now_s: float) -> bool:
         """May this speaker start heartbeating and announcing? (see "Start quiet").
@@ -242,18 +257,31 @@ class Membership:
         return self._quiet_until_s
 
     def targets(self) -> dict[str, str]:
-        """Peer name -> address to send datagrams to: every listed peer, dead or alive
-        (a dead peer must hear us when it comes back)."""
-        return {
-            n: p.address for n in sorted(self._listed) if (p := self._peers.get(n)) and p.address is not None
-        }
+        """Peer name -> address to send heartbeats to: every listed peer, dead or alive (a
+        dead peer must hear us when it comes back); in K-observer mode our observers only."""
+        if self._topology is None:
+            return self.everyone()
+        return self._addresses(self._topology.observers(self.self_name, self.alive()))
+
+    def everyone(self) -> dict[str, str]:
+        """Every listed peer with an address: where goodbyes, alerts and joins go."""
+        return self._addresses(self._listed)
+
+    def _addresses(self, names: Iterable[str]) -> dict[str, str]:
+        return {n: p.address for n in sorted(names) if (p := self._peers.get(n)) and p.address is not None}
+
+    def _watched(self) -> Iterable[tuple[str, _Peer]]:
+        """The peers whose silence this speaker judges: all, or in K-observer mode its subjects."""
+        if self._topology is None:
+            return self._peers.items()
+        return ((n, self._peers[n]) for n in self._topology.subjects(self.self_name, self.alive()) if n in self._peers)
 
     def next_deadline_s(self) -> float | None:
         """The earliest time at which `tick` could declare a death (None: nobody to watch)."""
         deadlines = [
             p.last_heard_s + self.dead_after_s
-            for p in self._peers.values()
-            if p.alive and p.last_heard_s is not None
+            for name, p in self._watched()
+            if p.alive and p.last_heard_s is not None and self.self_name not in self._accusations.get(name, ())
         ]
         if not deadlines:
             return None
@@ -289,6 +317,7 @@ class Membership:
     def make_leave(self, *, sent_ns: int = 0) -> wire.Datagram:
         """The goodbye; after it this speaker is no longer in its own `alive()`."""
         self._left = True
+        self._alive_cache = None
         return self._make(wire.LEAVE, sent_ns=sent_ns)
 
     def _make(self, kind: int, *, snapshot_version: int = 0, sent_ns: int) -> wire.Datagram:
@@ -317,6 +346,8 @@ class Membership:
             if address is not None:
                 peer.address = address
         self._listed = frozenset(addresses)
+        if self.observers_k is not None:
+            self._topology = Topology((*addresses, self.self_name), k=self.observers_k)
         self._forget_unlisted()
         return NO_CHANGE
 
@@ -334,6 +365,18 @@ class Membership:
             return self.on_leave(datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq)
         if datagram.kind == wire.WELCOME:
             return self.on_welcome(datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq)
+        if datagram.kind == wire.ALERT:
+            assert datagram.subject is not None
+            return self.on_alert(
+                datagram.node, incarnation=datagram.incarnation, seq=datagram.seq, now_s=now_s,
+                subject=datagram.subject, subject_incarnation=datagram.subject_incarnation,
+            )  # fmt: skip
+        if datagram.kind == wire.HELLO:
+            p = self._listed_peer(datagram.node)
+            if p is None or not self._accepts(p, incarnation=datagram.incarnation, seq=datagram.seq, now_s=now_s, leave=False):
+                return NO_CHANGE
+            p.seq = datagram.seq if p.incarnation == datagram.incarnation else p.seq
+            return Changes(asked_by=frozenset({datagram.node}))
         return self.on_heartbeat(
             datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq,
             snapshot_version=datagram.snapshot_version,
@@ -369,6 +412,51 @@ class Membership:
             p.seq = seq
         return self._kill(peer, p, reason=LEAVE, now_s=now_s)
 
+    def on_alert(
+        self, accuser: str, *, incarnation: int, seq: int, now_s: float, subject: str, subject_incarnation: int
+    ) -> Changes:
+        """K-observer mode: `accuser` finds `subject` silent. The subject is removed once
+        QUORUM of its observers (in our view) accuse the same process of it; an accusation
+        of ourselves is answered by telling everyone we are alive."""
+        self._observe(now_s)
+        p = self._listed_peer(accuser)
+        if p is None or not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
+            return NO_CHANGE
+        if p.incarnation == incarnation:
+            p.seq = seq
+        if subject == self.self_name:
+            return Changes(refute=not self._left)
+        target = self._peers.get(subject)
+        if self._topology is None or subject not in self._listed or target is None:
+            self.drops[UNKNOWN_NODE] += 1
+            return NO_CHANGE
+        if target.incarnation != subject_incarnation or accuser not in self._topology.observers(subject, self.alive()):
+            self.drops[STALE] += 1  # about another process of it, or from someone who does not watch it
+            return NO_CHANGE
+        self._accusations.setdefault(subject, set()).add(accuser)
+        return self._judge(subject, now_s)
+
+    def _judge(self, subject: str, now_s: float) -> Changes:
+        """Remove `subject` if enough of its living observers accuse it."""
+        assert self._topology is not None
+        observers = self._topology.observers(subject, self.alive())
+        accusers = self._accusations.get(subject, set()) & observers
+        needed = max(1, min(QUORUM, len(observers)))
+        if len(accusers) < needed:
+            return NO_CHANGE
+        changes = self._kill(subject, self._peers[subject], reason=TIMEOUT, now_s=now_s)
+        self._accusations.pop(subject, None)
+        return changes | self._rejudge(now_s) if changes.died else changes
+
+    def _rejudge(self, now_s: float) -> Changes:
+        """A removal changes who observes whom: accusations pending elsewhere may now suffice."""
+        changes = NO_CHANGE
+        for subject in list(self._accusations):
+            p = self._peers.get(subject)
+            if p is not None and p.alive:
+                changes |= self._judge(subject, now_s)
+        return changes
+
     def on_ray_node_dead(self, peer: str, *, now_s: float) -> Changes:
         """Ray's node table says the node is dead: believe it now, but a later, newer
         heartbeat still revives the peer (the speaker is demonstrably alive)."""
@@ -385,13 +473,36 @@ class Membership:
         self._observe(now_s)
         if now_s < self._quiet_until_s:
             return NO_CHANGE
+        silent = [
+            name for name, p in self._watched()
+            if p.alive and p.last_heard_s is not None and now_s - p.last_heard_s > self.dead_after_s
+        ]  # fmt: skip
+        if self._topology is not None:  # K-observer mode: accuse, and remove on agreement
+            changes = NO_CHANGE
+            for name in silent:
+                if self.self_name not in self._accusations.get(name, ()):
+                    self._accusations.setdefault(name, set()).add(self.self_name)
+                    changes |= Changes(accused=frozenset({name})) | self._judge(name, now_s)
+            return changes
         died: set[str] = set()
-        for name, p in self._peers.items():
-            if p.alive and p.last_heard_s is not None and now_s - p.last_heard_s > self.dead_after_s:
-                died |= self._kill(name, p, reason=TIMEOUT, now_s=now_s).died
+        for name in silent:
+            died |= self._kill(name, self._peers[name], reason=TIMEOUT, now_s=now_s).died
         if died:
             self._forget_unlisted()
         return Changes(died=frozenset(died)) if died else NO_CHANGE
+
+    def make_alert(self, subject: str, *, sent_ns: int = 0) -> wire.Datagram:
+        """The accusation of `subject` (K-observer mode), for every listed peer."""
+        self._seq += 1
+        p = self._peers[subject]
+        return wire.Datagram(
+            kind=wire.ALERT, node=self.self_name, incarnation=self.incarnation, seq=self._seq, sent_ns=sent_ns,
+            subject=subject, subject_incarnation=p.incarnation or 0,
+        )  # fmt: skip
+
+    def make_hello(self, *, sent_ns: int = 0) -> wire.Datagram:
+        """A starting speaker's question to everyone: who is alive? (K-observer mode)."""
+        return self._make(wire.HELLO, sent_ns=sent_ns)
 
     # ------------------------------------------------------------------ internals
 
@@ -430,12 +541,14 @@ class Membership:
         if p.incarnation != incarnation:
             p.fenced_at_s = None
         p.incarnation, p.seq, p.last_heard_s = incarnation, seq, now_s
+        self._accusations.pop(peer, None)  # evidence beats accusations
         if snapshot_version is not None:
             self.newest_snapshot_version = max(self.newest_snapshot_version, snapshot_version)
         if p.alive:
             return NO_CHANGE
         revived = frozenset({peer}) if p.dead_since_s is not None else frozenset()
         p.alive, p.reason, p.dead_since_s = True, None, None
+        self._alive_cache = None
         return Changes(joined=frozenset({peer}), revived=revived)
 
     def _accepts(self, p: _Peer, *, incarnation: int, seq: int | None, now_s: float, leave: bool) -> bool:
@@ -464,6 +577,7 @@ class Membership:
         """Drop the entries of unlisted peers that are dead: the table never outgrows the node list."""
         for name in [n for n, p in self._peers.items() if n not in self._listed and not p.alive]:
             del self._peers[name]
+            self._accusations.pop(name, None)
 
     def _kill(self, name: str, p: _Peer, *, reason: str, now_s: float) -> Changes:
         if not p.alive:
@@ -474,4 +588,5 @@ class Membership:
                 p.dead_since_s = now_s
             return NO_CHANGE
         p.alive, p.reason, p.dead_since_s = False, reason, now_s
+        self._alive_cache = None
         return Changes(died=frozenset({name}))

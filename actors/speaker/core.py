@@ -127,6 +127,7 @@ class SpeakerCore:
         self._next_heartbeat_s: float | None = None
         self._retry_at_s: float | None = None
         self._was_ready = False
+        self._hello_sent = False
         self._left = False
         self.counts: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()  # malformed / unauthenticated; the rest: membership.drops
@@ -183,6 +184,8 @@ class SpeakerCore:
             self._was_ready = ready
             if ready:
                 self._heartbeat(now_s)
+            if self.membership.observers_k is not None:
+                self._observer_duties(changes, ready=ready, became_ready=became_ready)
             retry = self._retry_at_s is not None and now_s >= self._retry_at_s
             if changes or snapshot_changed or became_ready or retry:
                 return self._reelect(now_s, changes)
@@ -203,7 +206,7 @@ class SpeakerCore:
             self._left = True
             self._next_heartbeat_s = None
             goodbye = self._encode(self.membership.make_leave(sent_ns=self._wall_ns()))
-            targets = self.membership.targets()
+            targets = self.membership.everyone()
             for _ in range(COPIES):
                 for peer, address in targets.items():
                     self._send(peer, address, goodbye)
@@ -286,12 +289,38 @@ class SpeakerCore:
         # Keep the phase, but never send a backlog of heartbeats after a stall.
         base = self._next_heartbeat_s if self._next_heartbeat_s is not None else now_s
         self._next_heartbeat_s = max(base + interval, now_s + interval / 2)
-        data = self._encode(
-            self.membership.make_heartbeat(snapshot_version=self.snapshot.version, sent_ns=self._wall_ns())
-        )
-        for peer, address in self.membership.targets().items():
-            self._send(peer, address, data)
+        self._broadcast(self._heartbeat_bytes(), self.membership.targets())
         self.counts["heartbeats_sent"] += 1
+
+    def _observer_duties(self, changes: Changes, *, ready: bool, became_ready: bool) -> None:
+        """K-observer mode (raylb.membership, "Scaling"): what goes beyond heartbeats to the
+        observers. A starting speaker asks everyone who is alive (hello) and answers come back
+        as heartbeats; a speaker that becomes ready, or learns it is accused or was had dead,
+        tells everyone it is alive; an accusation goes to everyone; a peer that joins hears
+        from us directly (it does not watch us)."""
+        everyone = self.membership.everyone()
+        if not ready and not self._hello_sent and everyone:
+            self._hello_sent = True
+            self._broadcast(self._encode(self.membership.make_hello(sent_ns=self._wall_ns())), everyone)
+        for subject in sorted(changes.accused):
+            self.counts["alerts_sent"] += 1
+            self._broadcast(self._encode(self.membership.make_alert(subject, sent_ns=self._wall_ns())), everyone)
+        if not ready:
+            return
+        if became_ready or changes.refute or changes.welcomed_by:
+            self.counts["joins_sent"] += 1
+            self._broadcast(self._heartbeat_bytes(), everyone)
+        direct = (changes.asked_by | changes.joined) - set(self.membership.targets())
+        if direct:
+            self._broadcast(self._heartbeat_bytes(), {n: everyone[n] for n in direct if n in everyone})
+
+    def _heartbeat_bytes(self) -> bytes:
+        datagram = self.membership.make_heartbeat(snapshot_version=self.snapshot.version, sent_ns=self._wall_ns())
+        return self._encode(datagram)
+
+    def _broadcast(self, data: bytes, targets: Mapping[str, str]) -> None:
+        for peer, address in targets.items():
+            self._send(peer, address, data)
 
     def _send(self, peer: str, address: str, data: bytes) -> None:
         try:
@@ -324,7 +353,7 @@ class SpeakerCore:
     def _welcome(self, peers: frozenset[str]) -> None:
         """Step 7 of the module docstring: tell peers we had dead that they are back."""
         data = self._encode(self.membership.make_welcome(sent_ns=self._wall_ns()))
-        targets = self.membership.targets()
+        targets = self.membership.everyone()
         for _ in range(COPIES):
             for peer in sorted(peers & targets.keys()):
                 self._send(peer, targets[peer], data)

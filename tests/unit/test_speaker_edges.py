@@ -565,7 +565,8 @@ def test_a_forged_goodbye_moves_nothing_and_a_signed_one_hands_over(forged: str)
 
 
 def encoded(kind: int, node: str, incarnation: int, seq: int, snapshot_version: int) -> bytes:
-    return wire.encode(wire.Datagram(kind, node, incarnation, seq, snapshot_version), key=FORGER_KEY)
+    subject = node if kind == wire.ALERT else None
+    return wire.encode(wire.Datagram(kind, node, incarnation, seq, snapshot_version, subject=subject), key=FORGER_KEY)
 
 
 datagrams = st.builds(
