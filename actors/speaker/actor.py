@@ -42,6 +42,7 @@ from raylb.actors.speaker.responder import Responder
 from raylb.election import Interfaces
 from raylb.keyring import KeySet
 from raylb.membership import DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, Membership
+from raylb.observers import OBSERVERS
 from raylb.pools import IPAddress
 from raylb.snapshot import Snapshot
 
@@ -120,6 +121,7 @@ class Speaker:
             incarnation=time.time_ns(),
             heartbeat_interval_s=heartbeat_interval_s,
             dead_after_s=dead_after_s,
+            observers=OBSERVERS,
         )
         self.core = SpeakerCore(membership=membership, transport=self._transport, announcer=self._announcer, keys=keys)
         self._loop_thread = threading.Thread(target=self._loop, name="raylb-speaker", daemon=True)
