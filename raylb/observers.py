@@ -50,30 +50,26 @@ class Topology:
     def observers(self, node: str, alive: frozenset[str]) -> frozenset[str]:
         """Who watches `node` in the view `alive`: on each ring, the first node after it that
         is alive (up to k distinct; fewer when rings agree or few nodes are alive)."""
-        found: set[str] = set()
-        for ring, position in zip(self._rings, self._position):
-            start = position.get(node)
-            if start is None:
-                return frozenset()
-            for step in range(1, len(ring)):
-                candidate = ring[(start + step) % len(ring)]
-                if candidate in alive:
-                    found.add(candidate)
-                    break
-        return frozenset(found)
+        return frozenset(walk[-1] for walk in self._walks(node, alive, step=1) if walk and walk[-1] in alive)
 
     def subjects(self, node: str, alive: frozenset[str]) -> frozenset[str]:
         """Whom `node` watches in the view `alive`: exactly the nodes that have it among their
         `observers` - on each ring, the nodes before it back to and including the first alive one."""
-        found: set[str] = set()
+        return frozenset(n for walk in self._walks(node, alive, step=-1) for n in walk)
+
+    def _walks(self, node: str, alive: frozenset[str], *, step: int) -> list[list[str]]:
+        """Per ring, the nodes from `node` (excluded) in direction `step` up to and including
+        the first alive one (all of them, if none is alive)."""
+        walks: list[list[str]] = []
         for ring, position in zip(self._rings, self._position):
             start = position.get(node)
             if start is None:
-                return frozenset()
-            for step in range(1, len(ring)):
-                candidate = ring[(start - step) % len(ring)]
-                found.add(candidate)
+                return []
+            walk: list[str] = []
+            for distance in range(1, len(ring)):
+                candidate = ring[(start + step * distance) % len(ring)]
+                walk.append(candidate)
                 if candidate in alive:
                     break
-        found.discard(node)
-        return frozenset(found)
+            walks.append(walk)
+        return walks

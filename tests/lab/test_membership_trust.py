@@ -21,13 +21,13 @@ import pytest
 from raylb import wire
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Host, Lab, in_netns
+from raylb.cluster.lab import Host, Lab
 from raylb.election import pick
 from raylb.keyring import fingerprint
 from tests.lab.conftest import fixture_lab
 from tests.lab.forger import Forger, capture
 from tests.lab.speaker_driver import LAB_KEY
-from tests.lab.test_speaker import NODES, VIP4, VIPS, Driver, all_converged, make_snapshot, owners, wait_answering, wait_for
+from tests.lab.test_speaker import NODES, VIP4, VIPS, Driver, owners, running_speakers, wait_answering, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.ray]
 
@@ -45,23 +45,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def driver(lab: Lab) -> Iterator[Driver]:
-    client = Driver(lab)
-    try:
-        for node in NODES:
-            client("start", node=node)
-        assert client.push(make_snapshot(lab)) == dict.fromkeys(NODES, 1)
-        wait_for(lambda: all_converged(client.status(), NODES), what="all speakers ready and seeing each other")
+    with running_speakers(lab) as client:
         yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def prober(lab: Lab) -> Iterator[Prober]:
-    with in_netns(lab.client.netns):
-        probe = Prober(lab.client.ifname, ipv4=lab.client.ipv4, ipv6=lab.client.ipv6)
-    with probe:
-        yield probe
 
 
 def announcer(lab: Lab, alive: tuple[str, ...] = NODES) -> Host:
