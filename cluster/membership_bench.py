@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from raylb.actors.speaker.core import BROADCASTS_PER_S, MIN_BROADCAST_PERIOD_S
 from raylb.cluster.membership_sim import LOOP_S, Simulation
 from raylb.observers import OBSERVERS
 
@@ -40,15 +41,15 @@ def _quantile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))], 3)
 
 
-def run(*, nodes: int, crashes: int, loss_s: float, seed: int, observers: int | None) -> dict[str, Any]:
+def run(*, nodes: int, crashes: int, loss_s: float, seed: int, observers: int | None, steady_s: float = 2.0) -> dict[str, Any]:
     wall = time.perf_counter()
     sim = Simulation(nodes=nodes, observers=observers, seed=seed)
     startup_s = _until(sim, lambda: sim.alive_everywhere() and sim.exactly_one_announcer(), SETTLE_LIMIT_S)
 
     sim.run(1.0)  # the joins' answers are over
     sent, received = sim.network.sent.copy(), sim.network.received.copy()
-    sim.run(2.0)
-    rates = sim.rates_per_node_s(sent, received, 2.0)
+    sim.run(steady_s)
+    rates = sim.rates_per_node_s(sent, received, steady_s)
 
     detections: list[float] = []
     one_announcer_after_crash = True
@@ -87,6 +88,10 @@ def run(*, nodes: int, crashes: int, loss_s: float, seed: int, observers: int | 
         "seed": seed,
         "startup_converged_s": startup_s,
         "datagrams_per_node_per_s": {k: round(v, 1) for k, v in rates.items()},
+        "steady_window_s": steady_s,
+        # K-observer mode tells everyone it is alive once per period (actors/speaker/core.py); a
+        # window shorter than 1-2 periods after the start may hold none of these broadcasts.
+        "anti_entropy_period_s": None if observers is None else max(MIN_BROADCAST_PERIOD_S, (nodes - 1) / BROADCASTS_PER_S),
         "crash_detection_s": {"p50": _quantile(detections, 0.5), "p99": _quantile(detections, 0.99),
                               "max": _quantile(detections, 1.0), "samples": len(detections), "crashes": crashes},
         "exactly_one_announcer_after_crash": one_announcer_after_crash,
@@ -103,13 +108,15 @@ def run(*, nodes: int, crashes: int, loss_s: float, seed: int, observers: int | 
 @click.option("--nodes", default=1000, show_default=True, help="Speakers simulated.")
 @click.option("--crashes", default=3, show_default=True, help="Random nodes killed (and restarted), one at a time.")
 @click.option("--loss-s", default=5.0, show_default=True, help="Simulated seconds at 1 % loss with a one-way cut link.")
+@click.option("--steady-s", default=2.0, show_default=True, help="Simulated seconds over which datagram rates are measured.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--all-to-all", is_flag=True, help="Every speaker watches every other (the protocol before K observers).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
-def command(nodes: int, crashes: int, loss_s: float, seed: int, all_to_all: bool, as_json: bool) -> None:
+def command(nodes: int, crashes: int, loss_s: float, steady_s: float, seed: int, all_to_all: bool, as_json: bool) -> None:
     """Detection time, datagram rates, false removals and partition healing of the membership
     protocol, simulated for --nodes speakers in this process."""
-    if nodes < 3 or crashes < 0 or loss_s <= 0:
-        raise click.BadParameter("--nodes must be at least 3, --crashes at least 0, --loss-s above 0")
-    result = run(nodes=nodes, crashes=crashes, loss_s=loss_s, seed=seed, observers=None if all_to_all else OBSERVERS)
+    if nodes < 3 or crashes < 0 or loss_s <= 0 or steady_s <= 0:
+        raise click.BadParameter("--nodes must be at least 3, --crashes at least 0, --loss-s and --steady-s above 0")
+    result = run(nodes=nodes, crashes=crashes, loss_s=loss_s, seed=seed, steady_s=steady_s,
+                 observers=None if all_to_all else OBSERVERS)  # fmt: skip
     click.echo(json.dumps(result, indent=None if as_json else 2))
