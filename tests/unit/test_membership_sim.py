@@ -141,3 +141,22 @@ def test_the_same_seed_gives_the_same_run() -> None:
         sim.run(1.0)
         runs.append((sim.deaths, dict(sim.network.sent)))
     assert runs[0] == runs[1]
+
+
+def test_alerts_from_nodes_that_do_not_watch_the_subject_are_refused() -> None:
+    """Even a key holder that is not one of X's observers cannot get X removed by accusing it."""
+    from raylb import wire  # noqa: PLC0415
+    from raylb.cluster.membership_sim import KEY, WALL_BASE_NS  # noqa: PLC0415
+
+    sim = settled()
+    accused = sim.names[0]
+    liars = [n for n in sim.names if n != accused and n not in observers_of(sim, accused)][:3]
+    for liar in liars:
+        # made by the liar's own membership: a valid sequence number, the subject's incarnation
+        alert = sim.speakers[liar].membership.make_alert(accused, sent_ns=WALL_BASE_NS + int(sim.now_s * 1e9))
+        for target in sim.running():
+            if target != liar:
+                sim.network.inboxes[sim.addresses[target]].append((wire.encode(alert, key=KEY), sim.addresses[liar]))
+    sim.run(0.5)
+    assert sim.false_removals() == 0 and sim.alive_everywhere()
+    assert sim.speakers[sim.names[10]].status()["drops"].get("stale", 0) == len(liars)
