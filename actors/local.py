@@ -11,7 +11,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from raylb.actors.allocator import AllocatorService
+from raylb.keyring import KeySet
 from raylb.snapshot import NodeInfo, Snapshot
+
+
+class NoKeys:
+    """The key source of an operator without speakers: asking for a key is a bug."""
+
+    def read(self) -> bytes:
+        raise RuntimeError("InProcessRay runs no speakers, so no membership key is read")
 
 
 class InProcessRay:
@@ -30,8 +38,11 @@ class InProcessRay:
     def speaker_names(self) -> set[str]:
         return set()
 
-    def ensure_speaker(self, node: Any) -> None:
+    def ensure_speaker(self, node: Any, *, keys: KeySet) -> None:
         raise RuntimeError("InProcessRay runs no speakers")
+
+    def push_keys(self, keys: KeySet, nodes: Mapping[str, NodeInfo]) -> None:
+        return None
 
     def remove_speaker(self, node: str, *, graceful: bool) -> None:
         return None

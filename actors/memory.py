@@ -107,3 +107,23 @@ class Known:
             for change in relist_diff(kind, self._objects.get(kind, {}), by_kind.get(kind, []))
         ]
         return self.follow(diff)
+
+
+class MemorySecrets:
+    """The membership key's Secret kept in the store actor (raylb.actors.memberlist_key)."""
+
+    def __init__(self, handle: Any, *, namespace: str) -> None:
+        from raylb.keyring import SECRET_NAME  # noqa: PLC0415
+
+        self._handle = handle
+        self._ref = Ref("Secret", namespace, SECRET_NAME)
+
+    def get(self) -> Mapping[str, Any] | None:
+        return ray.get(self._handle.get.remote(self._ref), timeout=CALL_TIMEOUT_S)
+
+    def create(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        existing = self.get()
+        if existing is not None:
+            return existing
+        ray.get(self._handle.apply.remote("Secret", dict(obj)), timeout=CALL_TIMEOUT_S)
+        return self.get() or obj

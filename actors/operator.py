@@ -25,9 +25,11 @@ from typing import Any, Protocol
 
 from raylb import reconcile as rc
 from raylb.actors.allocator import NotRestored, Outcome
+from raylb.actors.memberlist_key import REFRESH_S, KeySource
 from raylb.desired import Change, Desired, Ref, Results, World
 from raylb.errors import Problem
 from raylb.ipam.request import ServiceRequest
+from raylb.keyring import KeySet, accept_first, fingerprint, for_new_speaker, plan_keys
 from raylb.pools import Pool
 from raylb.snapshot import EMPTY, NodeInfo, Snapshot
 
@@ -58,10 +60,11 @@ class RayLike(Protocol):
     def call_allocator(self, method: str, **kwargs: Any) -> Any: ...
     def remove_allocator(self) -> None: ...
     def speaker_names(self) -> set[str]: ...
-    def ensure_speaker(self, node: Any) -> Any: ...
+    def ensure_speaker(self, node: Any, *, keys: KeySet) -> Any: ...
     def remove_speaker(self, node: str, *, graceful: bool) -> None: ...
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None: ...
     def tell_node_dead(self, dead: str, nodes: Mapping[str, NodeInfo]) -> None: ...
+    def push_keys(self, keys: KeySet, nodes: Mapping[str, NodeInfo]) -> None: ...
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]: ...
 
 
@@ -138,6 +141,7 @@ class OperatorCore:
     desired: Desired
     results: Results
     ray: RayLike
+    key_source: KeySource
     operator_namespace: str = rc.OPERATOR_NAMESPACE
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     write_concurrency: int = 1  # KUBE_WRITE_CONCURRENCY against an API server
@@ -157,6 +161,10 @@ class OperatorCore:
     _unsynced_report: tuple[tuple[rc.SourceError, ...], datetime] | None = None
     _pool: ThreadPoolExecutor | None = None
     _service_views: rc.ServiceViews = field(default_factory=rc.ServiceViews)
+    _key: bytes | None = None  # the membership key (raylb.keyring), read every REFRESH_S
+    _older_keys: tuple[bytes, ...] = ()  # keys read before it in this operator's life
+    _key_read_at: datetime | None = None
+    _keys: KeySet | None = None  # what every speaker should hold (plan_keys)
 
     def step(self, *, timeout_s: float = POLL_S) -> None:
         """One round: take changes (waiting up to timeout_s), then reconcile. Never raises."""
@@ -219,8 +227,13 @@ class OperatorCore:
 
         ray_nodes = self.ray.nodes()
         nodes = rc.speaker_nodes(self.world, metallb, ray_nodes={n: r.address for n, r in ray_nodes.items()})
-        self._ensure_speakers(nodes, ray_nodes)
+        keys = self._read_keys(now) if nodes else None  # no speaker to run: the key is not needed
+        self._ensure_speakers(nodes, ray_nodes, keys=keys)
         statuses = self.ray.statuses(nodes)
+        if keys is not None:
+            self._keys = plan_keys(keys.accept[0], previous=self._older_keys,
+                                   reports={n: s.get("keys") or {} for n, s in statuses.items()})
+            self.ray.push_keys(self._keys, nodes)
         # Speakers ignore snapshots older than the one they hold; after an operator restart the
         # numbering continues above theirs instead of starting again at 1.
         held = max((int(s.get("snapshot_version", 0)) for s in statuses.values()), default=0)
@@ -303,9 +316,35 @@ class OperatorCore:
                 log.warning("after restore these services need new IPs: %s", ", ".join(moved))
             return self.ray.call_allocator("sync", pools=pools, requests=requests)
 
-    def _ensure_speakers(self, nodes: Mapping[str, NodeInfo], ray_nodes: Mapping[str, Any]) -> None:
+    def _read_keys(self, now: datetime) -> KeySet:
+        """The membership keys to start speakers with; the key is read again every REFRESH_S.
+        Until a key was read once no speaker can start, so a failed first read fails the round."""
+        due = self._key_read_at is None or (now - self._key_read_at).total_seconds() >= REFRESH_S
+        if due:
+            try:
+                key = self.key_source.read()
+            except Exception as exc:
+                if self._key is None:
+                    raise
+                log.warning("cannot read the membership key (keeping the one held): %s", exc)
+                self.counters.last_error = f"membership key: {exc}"
+            else:
+                if key != self._key:
+                    if self._key is not None:
+                        log.info("membership key changed to %s: rotating", fingerprint(key))
+                        self._older_keys = (self._key, *self._older_keys)[:2]
+                    self._key = key
+                    self._keys = accept_first(key, previous=self._older_keys)
+            self._key_read_at = now
+        assert self._key is not None
+        return self._keys or plan_keys(self._key, previous=self._older_keys, reports={})
+
+    def _ensure_speakers(
+        self, nodes: Mapping[str, NodeInfo], ray_nodes: Mapping[str, Any], *, keys: KeySet | None
+    ) -> None:
         for name in nodes:
-            self.ray.ensure_speaker(ray_nodes[name])
+            assert keys is not None  # read whenever there are nodes
+            self.ray.ensure_speaker(ray_nodes[name], keys=for_new_speaker(keys))
         for name in self.ray.speaker_names() - set(nodes):
             # The node left the selector (graceful handover) or died (its peers are told).
             alive = name in ray_nodes
@@ -388,6 +427,7 @@ class OperatorCore:
             "services": len(self.snapshot.services),
             "speakers": sorted(self._speaker_nodes),
             "announcers": dict(self._announcers),
+            "membership_key": fingerprint(self._key) if self._key is not None else None,
             "counters": self.counters.__dict__.copy(),
             # desired state the operator cannot read: persistent (reported as Degraded) ...
             "source_errors": {e.kind: f"{e.reason}: {e.message}" for e in self.source_errors},
@@ -431,23 +471,36 @@ class OperatorSettings:
     operator_namespace: str = rc.OPERATOR_NAMESPACE
     source: str = "memory"  # "memory" (the store actor) or "kube" (a Kubernetes API server)
     kubeconfig: str | None = None  # with "kube": a kubeconfig path; None = in-cluster or $KUBECONFIG
+    # with "memory": a file holding the membership key ($RAYLB_MEMBERLIST_KEY_FILE of `raylb run`);
+    # None: $RAYLB_MEMBERLIST_KEY of the operator's process, else a key kept in the store actor
+    memberlist_key_file: str | None = None
 
 
-def connect(settings: OperatorSettings) -> tuple[Desired, Results]:
+def connect(settings: OperatorSettings) -> tuple[Desired, Results, KeySource]:
+    from raylb.actors.memberlist_key import SecretKeySource, environment  # noqa: PLC0415
+
+    namespace = settings.operator_namespace
     if settings.source == "memory":
-        from raylb.actors.memory import MemoryDesired, MemoryResults, start_memory  # noqa: PLC0415
+        from raylb.actors.memory import MemoryDesired, MemoryResults, MemorySecrets, start_memory  # noqa: PLC0415
+        from raylb.keyring import ENV_KEY_FILE  # noqa: PLC0415
 
         handle = start_memory()
-        return MemoryDesired(handle), MemoryResults(handle)
+        environ = dict(environment())
+        if settings.memberlist_key_file:
+            environ[ENV_KEY_FILE] = settings.memberlist_key_file
+        keys = SecretKeySource(MemorySecrets(handle, namespace=namespace), namespace=namespace, environ=environ)
+        return MemoryDesired(handle), MemoryResults(handle), keys
     if settings.source == "kube":
-        from raylb.cluster.kube.client import build_api_client  # noqa: PLC0415
+        from raylb.cluster.kube.client import Api, build_api_client  # noqa: PLC0415
         from raylb.cluster.kube.results import KubeResults  # noqa: PLC0415
+        from raylb.cluster.kube.secrets import KubeSecrets  # noqa: PLC0415
         from raylb.cluster.kube.source import KubeDesired  # noqa: PLC0415
 
         client = build_api_client(settings.kubeconfig)
         return (
-            KubeDesired(client, operator_namespace=settings.operator_namespace),
-            KubeResults(client, operator_namespace=settings.operator_namespace),
+            KubeDesired(client, operator_namespace=namespace),
+            KubeResults(client, operator_namespace=namespace),
+            SecretKeySource(KubeSecrets(Api(client), namespace=namespace), namespace=namespace),
         )
     raise ValueError(f"unknown desired-state source {settings.source!r}; use 'memory' or 'kube'")
 
@@ -460,9 +513,10 @@ class OperatorActor:
 
         logging.basicConfig(level=logging.INFO)
         self._settings = settings
-        desired, results = connect(settings)
+        desired, results, key_source = connect(settings)
         self._core = OperatorCore(
-            desired=desired, results=results, ray=RayOps(), operator_namespace=settings.operator_namespace,
+            desired=desired, results=results, ray=RayOps(), key_source=key_source,
+            operator_namespace=settings.operator_namespace,
             write_concurrency=KUBE_WRITE_CONCURRENCY if settings.source == "kube" else 1,
         )
         self._loop = OperatorLoop(self._core)

@@ -9,13 +9,14 @@ round, never a hung control loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from raylb.actors.allocator import ALLOCATOR_NAME, AllocatorService
+from raylb.keyring import KeySet
 from raylb.snapshot import NodeInfo, Snapshot
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RayOps:
         self.namespace = namespace
         self.call_timeout_s = call_timeout_s
         self._pushed: dict[str, int] = {}  # node -> snapshot version last acknowledged
+        self._keys_pushed: dict[str, KeySet] = {}  # node -> membership keys last acknowledged
 
     # --- the node table ------------------------------------------------------------------
 
@@ -105,20 +107,23 @@ class RayOps:
                 names.add(info["name"][len(SPEAKER_PREFIX) :])
         return names
 
-    def ensure_speaker(self, node: RayNode) -> Any:
+    def ensure_speaker(self, node: RayNode, *, keys: KeySet) -> Any:
         from raylb.actors.speaker.actor import start_speaker  # noqa: PLC0415 (speaker pulls in sockets)
 
         handle = self.speaker(node.name)
         if handle is None:
             self._pushed.pop(node.name, None)
+            self._keys_pushed[node.name] = keys
             handle = start_speaker(
-                node_name=node.name, node_id=node.node_id, node_address=node.address, namespace=self.namespace
-            )
+                node_name=node.name, node_id=node.node_id, node_address=node.address, keys=keys,
+                namespace=self.namespace,
+            )  # fmt: skip
         return handle
 
     def remove_speaker(self, node: str, *, graceful: bool) -> None:
         handle = self.speaker(node)
         self._pushed.pop(node, None)
+        self._keys_pushed.pop(node, None)
         if handle is None:
             return
         if graceful:
@@ -137,18 +142,33 @@ class RayOps:
 
     def push(self, snapshot: Snapshot, nodes: Mapping[str, NodeInfo]) -> None:
         """Send the snapshot to every speaker that has not acknowledged this version yet."""
-        refs = {}
-        for name in nodes:
-            if self._pushed.get(name) == snapshot.version:
-                continue
-            handle = self.speaker(name)
-            if handle is not None:
-                refs[name] = handle.push.remote(snapshot)
-        for name, value in self._gather(refs).items():
-            if isinstance(value, Exception):  # retried on the next round
-                log.info("speaker on %s did not take snapshot %d yet: %s", name, snapshot.version, value)
+        acked = self._offer("push", snapshot, nodes, held=lambda n: self._pushed.get(n) == snapshot.version,
+                            what=f"snapshot {snapshot.version}")  # fmt: skip
+        self._pushed.update({name: int(value) for name, value in acked.items()})
+
+    def push_keys(self, keys: KeySet, nodes: Mapping[str, NodeInfo]) -> None:
+        """Send the membership keys to every speaker that has not acknowledged them yet."""
+        acked = self._offer("set_keys", keys, nodes, held=lambda n: self._keys_pushed.get(n) == keys,
+                            what="the membership keys")  # fmt: skip
+        self._keys_pushed.update(dict.fromkeys(acked, keys))
+
+    def _offer(
+        self, method: str, value: Any, nodes: Mapping[str, NodeInfo], *, held: Callable[[str], bool], what: str
+    ) -> dict[str, Any]:
+        """Call `method(value)` on every speaker that does not hold it yet; the replies of
+        those that took it (the others are tried again next round)."""
+        refs = {
+            name: getattr(handle, method).remote(value)
+            for name in nodes
+            if not held(name) and (handle := self.speaker(name)) is not None
+        }
+        acked = {}
+        for name, reply in self._gather(refs).items():
+            if isinstance(reply, Exception):
+                log.info("speaker on %s did not take %s yet: %s", name, what, reply)
             else:
-                self._pushed[name] = int(value)
+                acked[name] = reply
+        return acked
 
     def statuses(self, nodes: Mapping[str, NodeInfo]) -> dict[str, dict[str, Any]]:
         refs = {name: h.status.remote() for name in nodes if (h := self.speaker(name)) is not None}

@@ -163,9 +163,11 @@ def run_command(address: str | None, kubeconfig: str | None, memory: bool, opera
         kubeconfig = str(Path(kubeconfig).resolve())
         if not memory:
             _check_kubeconfig(kubeconfig)
+    key_file = _memberlist_key_file() if memory else None
     connect(address)
     settings = OperatorSettings(
-        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig
+        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig,
+        memberlist_key_file=key_file,
     )
     existing = _actor(OPERATOR_NAME)
     if existing is not None:  # attach only to an operator doing what this run asks for
@@ -185,6 +187,21 @@ def run_command(address: str | None, kubeconfig: str | None, memory: bool, opera
         why = [line for line in str(exc).splitlines() if line.strip()]
         raise click.ClickException(f"the raylb operator did not start: {why[-1] if why else type(exc).__name__}") from exc
     click.echo(("attached to the running" if existing else "started the") + f" raylb operator ({settings.source})")
+
+
+def _memberlist_key_file() -> str | None:
+    """$RAYLB_MEMBERLIST_KEY_FILE, checked here and passed to the operator as an absolute path
+    (the operator runs on the control node, where the file must be)."""
+    from raylb.keyring import ENV_KEY_FILE, MembershipKeyError, key_from_environment  # noqa: PLC0415
+
+    path = os.environ.get(ENV_KEY_FILE)
+    if not path:
+        return None
+    try:
+        key_from_environment({ENV_KEY_FILE: path}, read_file=lambda p: Path(p).read_bytes())
+    except MembershipKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    return str(Path(path).resolve())
 
 
 def _check_kubeconfig(path: str) -> None:
@@ -254,7 +271,8 @@ def gather_status() -> dict[str, Any]:
     for node, handle in find_speakers(RAY_NAMESPACE).items():
         try:
             status = ray.get(handle.status.remote(), timeout=5)
-            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})), "peers_alive": status.get("alive", [])})
+            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})), "peers_alive": status.get("alive", []),
+                                    "drops": status.get("drops", {}), "keys": status.get("keys", {})})
         except Exception:  # noqa: BLE001 - a dead node's speaker just shows as not alive
             out["speakers"].append({"node": node, "alive": False, "owned": []})
     return out

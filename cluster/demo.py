@@ -36,7 +36,7 @@ import click
 import yaml
 from kubernetes import client
 
-from raylb.actors.local import InProcessRay
+from raylb.actors.local import InProcessRay, NoKeys
 from raylb.actors.operator import OperatorCore
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.cluster.kube.provision import ensure_binaries, find_binaries
@@ -444,7 +444,7 @@ def local_demo(manifests: Path) -> None:
 
     cluster = MemoryCluster()
     ray = InProcessRay()
-    core = OperatorCore(desired=_Reader(), results=cluster, ray=ray)
+    core = OperatorCore(desired=_Reader(), results=cluster, ray=ray, key_source=NoKeys())
     click.echo(f"==> loaded {load(cluster, manifests)} objects from {manifests}")
     rounds = settle(core, cluster)
     click.echo(f"==> the operator settled after {rounds} rounds and {cluster.write_count()} writes\n")

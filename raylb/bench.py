@@ -9,6 +9,7 @@ BENCHMARKS: dict[str, str] = {
     "alloc": "raylb.bench_alloc:command",
     "arp": "raylb.actors.speaker.bench:command",
     "reconcile": "raylb.cluster.kube.bench:command",
+    "membership": "raylb.cluster.membership_bench:command",
 }
 
 

@@ -13,7 +13,7 @@ This class only keeps state; the speaker actor owns the socket and the clock and
 
     m = Membership("node-a", incarnation=time.time_ns(), now_s=time.monotonic())
     m.set_peers({"node-b": "198.18.0.12", ...}, now_s=...)   # from snapshot / Ray table
-    m.on_datagram(wire.decode(data), now_s=..., address=src)   # each datagram received
+    m.on_datagram(wire.decode(data, keys=...), now_s=..., wall_ns=..., address=src)
     m.tick(now_s)                                              # every interval/2 or so
     m.alive()                                                  # -> raylb.election
     m.make_heartbeat(...) / m.make_leave()                     # what to send
@@ -48,6 +48,60 @@ the cost is a short double announcement, never a lost IP; the views converge wit
 `dead_after_s` of the network healing. Evidence beats hearsay: a fresh heartbeat revives a
 peer that Ray called dead.
 
+Trust. Anything on the node network can send to the heartbeat port, so nothing it sends may
+change who is alive unless a speaker sent it:
+
+- every datagram carries an HMAC with the cluster's membership key (raylb.wire,
+  raylb.keyring); the speaker drops the rest as "malformed" or "unauthenticated";
+- `on_datagram` then refuses, counting each in `drops` by reason: a node not in the node
+  list this speaker was given (`set_peers`: the snapshot, built by the operator from Ray's
+  node table) - "unknown_node", so unknown names cost a counter and nothing else; a datagram
+  not from the address the node list gives that node - "wrong_source"; one sent more than
+  MAX_CLOCK_SKEW_S from our wall clock, or whose incarnation (the sender's start time) lies
+  beyond our clock plus that skew - "stale", so 2**64-1 is refused rather than winning for
+  ever; an older process of a node while its newer one is heard, or a heartbeat of a
+  process that said goodbye - "stale"; a sequence number not above the last accepted one
+  of that process - "replayed";
+- the peer table holds the listed nodes, plus unlisted ones only until they die.
+
+A holder of the key (every speaker node) can still lie; the key keeps out everyone else.
+
+Scaling (K-observer mode, `observers=k`; the speaker actor uses raylb.observers.OBSERVERS=4).
+Every speaker heartbeating every other one costs 20 x (n-1) datagrams a second each way per
+node. What was taken, and from where:
+
+- from Rapid (Suresh et al., ATC 2018): the monitoring topology - each node is watched by K
+  observers, its successors on K pseudo-random rings over the node list (raylb.observers), an
+  expander, so per-node heartbeat traffic is 20 x K each way whatever n - and multi-observer
+  agreement: a silent subject is accused by its observer (an ALERT to every listed node) and
+  removed only once QUORUM (2) of its observers, as the receiver computes them, accuse the
+  same process. Not taken: Rapid's consensus on view changes; views here converge
+  (eventually-consistent, as before), which suffices because each speaker only decides for
+  itself and clients follow the last announcement (see above).
+- from SWIM / HashiCorp memberlist (what MetalLB uses): incarnations and refutation - a
+  speaker that hears an accusation of itself, or a welcome ("I had you dead"), tells every
+  node it is alive, and a fresh heartbeat from a node outweighs any accusation of it
+  ("evidence beats hearsay"); periodic anti-entropy (memberlist's push/pull sync, here a
+  liveness broadcast every max(5 s, n/50 s), actors/speaker/core.py) so a lost join is made
+  good. Lifeguard's local health is the stall guard above. Not taken: random probing with
+  indirect pings (a death would be found only when someone happens to probe it; detection
+  here stays deterministic: dead_after_s after the last heartbeat plus one loop slot).
+- joins: a starting speaker asks every node who is alive (HELLO; they answer with a
+  heartbeat), and once ready tells everyone it is alive; a goodbye still goes to everyone.
+
+Under one-way loss (X -> O lost, O -> X fine) O accuses X alone: one accusation is below the
+quorum, nobody removes X, no VIP moves; X hears the alert and tells everyone it is alive.
+When QUORUM observers cannot hear X but the rest can, X is removed, then revived by its
+refutation everywhere except at the blind observers, which keep it dead (and may announce
+its VIPs too) until they hear it again - the same double announcement as a one-way link in
+the all-to-all protocol, never a lost IP. A partition: each side removes the nodes of the
+other whose observers it holds (a node alone accuses its subjects, but one accuser is not a
+quorum, so it keeps its view and announces only what it owns); on healing, observers hear
+their subjects again and welcome them back, the welcomed refute to everyone, and the views
+are one again within a heartbeat interval and a broadcast (0.15 s for 10 % of 60 nodes in the
+simulation). Per-node cost is O(K) for heartbeats plus the anti-entropy's 50 datagrams/s
+and, per death, K alerts received (cluster/membership_bench.py measures it).
+
 Timing (the defaults, measured for a loaded 2-core machine shared by several test runs):
 failover = detection (`dead_after_s` minus the age of the last heartbeat) + tick delay
 (<= interval/2) + announcing; with 0.05 s / 0.3 s detection is 0.25-0.3 s, which leaves
@@ -65,10 +119,12 @@ queued datagrams time to be read first.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from raylb import wire
+from raylb.observers import QUORUM, Topology
 
 # 20 heartbeats/s per peer: ~40-byte payloads, ~1 kB/s per peer pair, negligible CPU; fine
 # enough that detection time is dominated by dead_after_s, not by the heartbeat phase.
@@ -83,6 +139,14 @@ MIN_INTERVALS_PER_DEATH = 3
 # for seconds, so after this any incarnation is believed again; this only matters if a
 # node's clock stepped back between two speaker starts (incarnations then go down).
 FENCE_S = 2.0
+# How far a sender's wall clock may be from the receiver's. A datagram sent (`sent_ns`) further
+# in the past or future than this is stale, and so is an incarnation (a start time) later than
+# the receiver's clock plus this: nobody can take the top of the number space, and a captured
+# datagram is useless once this old. Nodes keep NTP time (skews of milliseconds); 5 s forgives
+# a node whose clock is being corrected. A node whose clock is off by more is dead to its peers
+# (counted as "stale" in every peer's status), never able to overrule them.
+MAX_CLOCK_SKEW_S = 5.0
+_SKEW_NS = int(MAX_CLOCK_SKEW_S * 1e9)
 # A gap between two calls longer than this fraction of dead_after_s is our own stall.
 STALL_FRACTION = 0.5
 STALL_GRACE_INTERVALS = 2
@@ -90,6 +154,14 @@ STALL_GRACE_INTERVALS = 2
 TIMEOUT = "timeout"
 LEAVE = "leave"
 RAY = "ray"
+
+# Why a datagram was dropped (`Membership.drops`; the speaker adds "malformed" and
+# "unauthenticated" from raylb.wire). Each is counted, none changes who is alive.
+UNKNOWN_NODE = "unknown_node"  # not in the node list this speaker was given
+WRONG_SOURCE = "wrong_source"  # not from the address the node list gives for that node
+STALE = "stale"  # sent too long ago, a start time in the future, or an older process
+REPLAYED = "replayed"  # not newer than the last datagram accepted from that process
+OWN_NAME = "own_name"  # claims to come from this speaker
 
 
 @dataclass(frozen=True)
@@ -102,6 +174,10 @@ class Changes:
     joined: frozenset[str] = frozenset()
     revived: frozenset[str] = frozenset()
     welcomed_by: frozenset[str] = frozenset()
+    # K-observer mode only; none of these changes who is alive by itself:
+    accused: frozenset[str] = frozenset()  # subjects this speaker now accuses: alert everyone
+    refute: bool = False  # someone accuses this speaker: tell everyone it is alive
+    asked_by: frozenset[str] = frozenset()  # starting speakers asking who is alive (hello)
 
     def __bool__(self) -> bool:
         return bool(self.died or self.joined or self.welcomed_by)
@@ -112,7 +188,8 @@ class Changes:
         revived = (self.revived - other.died) | other.revived
         return Changes(
             died=frozenset(died), joined=frozenset(joined), revived=frozenset(revived),
-            welcomed_by=self.welcomed_by | other.welcomed_by,
+            welcomed_by=self.welcomed_by | other.welcomed_by, accused=self.accused | other.accused,
+            refute=self.refute or other.refute, asked_by=self.asked_by | other.asked_by,
         )  # fmt: skip
 
 
@@ -131,7 +208,7 @@ class PeerView:
     reason: str | None  # why dead: "timeout", "leave", "ray"; None while alive / unheard
 
 
-@dataclass
+@dataclass(slots=True)  # one per listed node in every speaker: 1 000 x 1 000 in the simulation
 class _Peer:
     address: str | None = None
     incarnation: int | None = None
@@ -154,7 +231,10 @@ class Membership:
         incarnation: int = 0,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         dead_after_s: float = DEAD_AFTER_S,
+        observers: int | None = None,
     ) -> None:
+        """`observers`: None, every speaker heartbeats every other one; k, K-observer mode
+        (see "Scaling" in the module docstring)."""
         if heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s={heartbeat_interval_s}: must be > 0")
         if dead_after_s < MIN_INTERVALS_PER_DEATH * heartbeat_interval_s:
@@ -170,21 +250,28 @@ class Membership:
         self._started_s = now_s
         self._last_call_s = now_s
         self._quiet_until_s = now_s
-        self._peers: dict[str, _Peer] = {}
+        self._peers: dict[str, _Peer] = {}  # listed peers, and unlisted ones until they die
         self._listed: frozenset[str] = frozenset()
+        self.drops: Counter[str] = Counter()  # datagrams refused, by reason
         self._seq = 0
         self._left = False
         self._ready = False
         self.newest_snapshot_version = 0  # highest snapshot version a peer said it holds
+        self.observers_k = observers
+        self._topology: Topology | None = None
+        self._alive_cache: frozenset[str] | None = None
+        self._accusations: dict[str, set[str]] = {}  # subject -> accusers (its observers only)
 
     # ------------------------------------------------------------------ queries
 
     def alive(self) -> frozenset[str]:
         """Alive speakers, this one included (until it has said goodbye)."""
-        names = {n for n, p in self._peers.items() if p.alive}
-        if not self._left:
-            names.add(self.self_name)
-        return frozenset(names)
+        if self._alive_cache is None:
+            names = {n for n, p in self._peers.items() if p.alive}
+            if not self._left:
+                names.add(self.self_name)
+            self._alive_cache = frozenset(names)
+        return self._alive_cache
 
     def ready(self, now_s: float) -> bool:
         """May this speaker start heartbeating and announcing? (see "Start quiet").
@@ -206,18 +293,31 @@ class Membership:
         return self._quiet_until_s
 
     def targets(self) -> dict[str, str]:
-        """Peer name -> address to send datagrams to: every listed peer, dead or alive
-        (a dead peer must hear us when it comes back)."""
-        return {
-            n: p.address for n in sorted(self._listed) if (p := self._peers.get(n)) and p.address is not None
-        }
+        """Peer name -> address to send heartbeats to: every listed peer, dead or alive (a
+        dead peer must hear us when it comes back); in K-observer mode our observers only."""
+        if self._topology is None:
+            return self.everyone()
+        return self._addresses(self._topology.observers(self.self_name, self.alive()))
+
+    def everyone(self) -> dict[str, str]:
+        """Every listed peer with an address: where goodbyes, alerts and joins go."""
+        return self._addresses(self._listed)
+
+    def _addresses(self, names: Iterable[str]) -> dict[str, str]:
+        return {n: p.address for n in sorted(names) if (p := self._peers.get(n)) and p.address is not None}
+
+    def _watched(self) -> Iterable[tuple[str, _Peer]]:
+        """The peers whose silence this speaker judges: all, or in K-observer mode its subjects."""
+        if self._topology is None:
+            return self._peers.items()
+        return ((n, self._peers[n]) for n in self._topology.subjects(self.self_name, self.alive()) if n in self._peers)
 
     def next_deadline_s(self) -> float | None:
         """The earliest time at which `tick` could declare a death (None: nobody to watch)."""
         deadlines = [
             p.last_heard_s + self.dead_after_s
-            for p in self._peers.values()
-            if p.alive and p.last_heard_s is not None
+            for name, p in self._watched()
+            if p.alive and p.last_heard_s is not None and self.self_name not in self._accusations.get(name, ())
         ]
         if not deadlines:
             return None
@@ -238,40 +338,41 @@ class Membership:
 
     # ------------------------------------------------------------------ outgoing
 
-    def make_heartbeat(self, *, snapshot_version: int = 0) -> wire.Datagram:
+    def make_heartbeat(self, *, snapshot_version: int = 0, sent_ns: int = 0) -> wire.Datagram:
         if self._left:
             raise RuntimeError(f"speaker {self.self_name} has said goodbye; it must not heartbeat again")
-        self._seq += 1
-        return wire.Datagram(
-            kind=wire.HEARTBEAT,
-            node=self.self_name,
-            incarnation=self.incarnation,
-            seq=self._seq,
-            snapshot_version=snapshot_version,
-        )
+        return self._make(wire.HEARTBEAT, snapshot_version=snapshot_version, sent_ns=sent_ns)
 
-    def make_welcome(self) -> wire.Datagram:
+    def make_welcome(self, *, sent_ns: int = 0) -> wire.Datagram:
         """For a peer in `Changes.revived`: "I had you dead". The peer then announces again
         what it keeps, because while we had it dead we announced its IPs, and clients must
         hear the owner last (the owner itself may have seen no change at all: its datagrams
         were lost one way, or it was frozen)."""
-        self._seq += 1
-        return wire.Datagram(kind=wire.WELCOME, node=self.self_name, incarnation=self.incarnation, seq=self._seq)
+        return self._make(wire.WELCOME, sent_ns=sent_ns)
 
-    def make_leave(self) -> wire.Datagram:
+    def make_leave(self, *, sent_ns: int = 0) -> wire.Datagram:
         """The goodbye; after it this speaker is no longer in its own `alive()`."""
         self._left = True
+        self._alive_cache = None
+        return self._make(wire.LEAVE, sent_ns=sent_ns)
+
+    def _make(self, kind: int, *, snapshot_version: int = 0, sent_ns: int) -> wire.Datagram:
         self._seq += 1
-        return wire.Datagram(kind=wire.LEAVE, node=self.self_name, incarnation=self.incarnation, seq=self._seq)
+        return wire.Datagram(
+            kind=kind, node=self.self_name, incarnation=self.incarnation, seq=self._seq,
+            snapshot_version=snapshot_version, sent_ns=sent_ns,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ events
 
     def set_peers(self, peers: Mapping[str, str | None] | Iterable[str], *, now_s: float) -> Changes:
-        """The peers to heartbeat to (name -> address, from the snapshot or Ray's node table).
+        """The node list (name -> address, from the snapshot, which the operator builds from
+        Ray's node table): whom to heartbeat to, and whom to accept datagrams from.
 
         Listing a peer makes nobody alive (only its heartbeat does) and unlisting kills
-        nobody (silence does, within dead_after_s); it sets where datagrams go and what
-        `ready` waits for.
+        nobody (silence does, within dead_after_s: its datagrams are no longer accepted); it
+        sets where datagrams go, whom `ready` waits for, and bounds the peer table: an
+        unlisted peer's entry is dropped once it is dead.
         """
         self._observe(now_s)
         addresses = dict(peers) if isinstance(peers, Mapping) else dict.fromkeys(peers)
@@ -281,74 +382,116 @@ class Membership:
             if address is not None:
                 peer.address = address
         self._listed = frozenset(addresses)
+        if self.observers_k is not None:
+            self._topology = Topology((*addresses, self.self_name), k=self.observers_k)
+        self._forget_unlisted()
         return NO_CHANGE
 
-    def on_datagram(self, datagram: wire.Datagram, *, now_s: float, address: str | None = None) -> Changes:
+    def on_datagram(self, datagram: wire.Datagram, *, now_s: float, wall_ns: int, address: str | None) -> Changes:
+        """A datagram that arrived from `address` (already authenticated by raylb.wire), at
+        receiver wall-clock time `wall_ns`. Refused (and counted in `drops`) unless it comes
+        from a listed node, from that node's listed address, within MAX_CLOCK_SKEW_S of our
+        clock, and is newer than what that node's process sent before."""
+        reason = self._screen(datagram, wall_ns=wall_ns, address=address)
+        if reason is not None:
+            self._observe(now_s)
+            self.drops[reason] += 1
+            return NO_CHANGE
         if datagram.kind == wire.LEAVE:
             return self.on_leave(datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq)
         if datagram.kind == wire.WELCOME:
             return self.on_welcome(datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq)
+        if datagram.kind == wire.ALERT:
+            assert datagram.subject is not None
+            return self.on_alert(
+                datagram.node, incarnation=datagram.incarnation, seq=datagram.seq, now_s=now_s,
+                subject=datagram.subject, subject_incarnation=datagram.subject_incarnation,
+            )  # fmt: skip
+        if datagram.kind == wire.HELLO:
+            p = self._listed_peer(datagram.node)
+            if p is None or not self._accepts(p, incarnation=datagram.incarnation, seq=datagram.seq, now_s=now_s, leave=False):
+                return NO_CHANGE
+            p.seq = datagram.seq if p.incarnation == datagram.incarnation else p.seq
+            return Changes(asked_by=frozenset({datagram.node}))
         return self.on_heartbeat(
-            datagram.node,
-            incarnation=datagram.incarnation,
-            now_s=now_s,
-            seq=datagram.seq,
-            address=address,
+            datagram.node, incarnation=datagram.incarnation, now_s=now_s, seq=datagram.seq,
             snapshot_version=datagram.snapshot_version,
-        )
+        )  # fmt: skip
 
     def on_heartbeat(
-        self,
-        peer: str,
-        *,
-        incarnation: int,
-        now_s: float,
-        seq: int | None = None,
-        address: str | None = None,
-        snapshot_version: int | None = None,
+        self, peer: str, *, incarnation: int, now_s: float, seq: int | None = None, snapshot_version: int | None = None
     ) -> Changes:
-        """A heartbeat arrived. A peer is alive from its first accepted heartbeat."""
+        """A heartbeat of a listed peer arrived. A peer is alive from its first accepted heartbeat."""
         self._observe(now_s)
-        if peer == self.self_name:
+        p = self._listed_peer(peer)
+        if p is None or not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
             return NO_CHANGE
-        p = self._peers.setdefault(peer, _Peer())
-        if not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
-            return NO_CHANGE
-        if p.incarnation != incarnation:
-            p.fenced_at_s = None
-        p.incarnation, p.seq, p.last_heard_s = incarnation, seq, now_s
-        if address is not None and p.address is None:
-            p.address = address
-        if snapshot_version is not None:
-            self.newest_snapshot_version = max(self.newest_snapshot_version, snapshot_version)
-        if p.alive:
-            return NO_CHANGE
-        revived = frozenset({peer}) if p.dead_since_s is not None else frozenset()
-        p.alive, p.reason, p.dead_since_s = True, None, None
-        return Changes(joined=frozenset({peer}), revived=revived)
+        return self._heard(peer, p, incarnation=incarnation, seq=seq, now_s=now_s, snapshot_version=snapshot_version)
 
     def on_welcome(self, peer: str, *, incarnation: int, now_s: float, seq: int | None = None) -> Changes:
         """A peer had us dead and hears us again (see `make_welcome`). It is alive, too."""
         self._observe(now_s)
-        if peer == self.self_name or self._left:
+        p = self._listed_peer(peer)
+        if p is None or self._left or not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
             return NO_CHANGE
-        p = self._peers.get(peer)
-        if p is not None and not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
-            return NO_CHANGE
-        return self.on_heartbeat(peer, incarnation=incarnation, now_s=now_s, seq=seq) | Changes(welcomed_by=frozenset({peer}))
+        heard = self._heard(peer, p, incarnation=incarnation, seq=seq, now_s=now_s, snapshot_version=None)
+        return heard | Changes(welcomed_by=frozenset({peer}))
 
     def on_leave(self, peer: str, *, incarnation: int, now_s: float, seq: int | None = None) -> Changes:
-        """A peer said goodbye: dead at once, and its incarnation is fenced."""
+        """A listed peer said goodbye: dead at once, and its incarnation is fenced."""
         self._observe(now_s)
-        if peer == self.self_name:
-            return NO_CHANGE
-        p = self._peers.setdefault(peer, _Peer())
-        if not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=True):
+        p = self._listed_peer(peer)
+        if p is None or not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=True):
             return NO_CHANGE
         p.incarnation, p.fenced_at_s = incarnation, now_s
         if seq is not None:
             p.seq = seq
         return self._kill(peer, p, reason=LEAVE, now_s=now_s)
+
+    def on_alert(
+        self, accuser: str, *, incarnation: int, seq: int, now_s: float, subject: str, subject_incarnation: int
+    ) -> Changes:
+        """K-observer mode: `accuser` finds `subject` silent. The subject is removed once
+        QUORUM of its observers (in our view) accuse the same process of it; an accusation
+        of ourselves is answered by telling everyone we are alive."""
+        self._observe(now_s)
+        p = self._listed_peer(accuser)
+        if p is None or not self._accepts(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=False):
+            return NO_CHANGE
+        if p.incarnation == incarnation:
+            p.seq = seq
+        if subject == self.self_name:
+            return Changes(refute=not self._left)
+        target = self._peers.get(subject)
+        if self._topology is None or subject not in self._listed or target is None:
+            self.drops[UNKNOWN_NODE] += 1
+            return NO_CHANGE
+        if target.incarnation != subject_incarnation or accuser not in self._topology.observers(subject, self.alive()):
+            self.drops[STALE] += 1  # about another process of it, or from someone who does not watch it
+            return NO_CHANGE
+        self._accusations.setdefault(subject, set()).add(accuser)
+        return self._judge(subject, now_s)
+
+    def _judge(self, subject: str, now_s: float) -> Changes:
+        """Remove `subject` if enough of its living observers accuse it."""
+        assert self._topology is not None
+        observers = self._topology.observers(subject, self.alive())
+        accusers = self._accusations.get(subject, set()) & observers
+        needed = max(1, min(QUORUM, len(observers)))
+        if len(accusers) < needed:
+            return NO_CHANGE
+        changes = self._kill(subject, self._peers[subject], reason=TIMEOUT, now_s=now_s)
+        self._accusations.pop(subject, None)
+        return changes | self._rejudge(now_s) if changes.died else changes
+
+    def _rejudge(self, now_s: float) -> Changes:
+        """A removal changes who observes whom: accusations pending elsewhere may now suffice."""
+        changes = NO_CHANGE
+        for subject in list(self._accusations):
+            p = self._peers.get(subject)
+            if p is not None and p.alive:
+                changes |= self._judge(subject, now_s)
+        return changes
 
     def on_ray_node_dead(self, peer: str, *, now_s: float) -> Changes:
         """Ray's node table says the node is dead: believe it now, but a later, newer
@@ -357,18 +500,45 @@ class Membership:
         p = self._peers.get(peer)
         if peer == self.self_name or p is None:
             return NO_CHANGE
-        return self._kill(peer, p, reason=RAY, now_s=now_s)
+        changes = self._kill(peer, p, reason=RAY, now_s=now_s)
+        self._forget_unlisted()
+        return changes
 
     def tick(self, now_s: float) -> Changes:
         """Declare dead every peer silent for more than dead_after_s."""
         self._observe(now_s)
         if now_s < self._quiet_until_s:
             return NO_CHANGE
+        silent = [
+            name for name, p in self._watched()
+            if p.alive and p.last_heard_s is not None and now_s - p.last_heard_s > self.dead_after_s
+        ]  # fmt: skip
+        if self._topology is not None:  # K-observer mode: accuse, and remove on agreement
+            changes = NO_CHANGE
+            for name in silent:
+                if self.self_name not in self._accusations.get(name, ()):
+                    self._accusations.setdefault(name, set()).add(self.self_name)
+                    changes |= Changes(accused=frozenset({name})) | self._judge(name, now_s)
+            return changes
         died: set[str] = set()
-        for name, p in self._peers.items():
-            if p.alive and p.last_heard_s is not None and now_s - p.last_heard_s > self.dead_after_s:
-                died |= self._kill(name, p, reason=TIMEOUT, now_s=now_s).died
+        for name in silent:
+            died |= self._kill(name, self._peers[name], reason=TIMEOUT, now_s=now_s).died
+        if died:
+            self._forget_unlisted()
         return Changes(died=frozenset(died)) if died else NO_CHANGE
+
+    def make_alert(self, subject: str, *, sent_ns: int = 0) -> wire.Datagram:
+        """The accusation of `subject` (K-observer mode), for every listed peer."""
+        self._seq += 1
+        p = self._peers[subject]
+        return wire.Datagram(
+            kind=wire.ALERT, node=self.self_name, incarnation=self.incarnation, seq=self._seq, sent_ns=sent_ns,
+            subject=subject, subject_incarnation=p.incarnation or 0,
+        )  # fmt: skip
+
+    def make_hello(self, *, sent_ns: int = 0) -> wire.Datagram:
+        """A starting speaker's question to everyone: who is alive? (K-observer mode)."""
+        return self._make(wire.HELLO, sent_ns=sent_ns)
 
     # ------------------------------------------------------------------ internals
 
@@ -379,20 +549,71 @@ class Membership:
             self._quiet_until_s = max(self._quiet_until_s, now_s + STALL_GRACE_INTERVALS * self.heartbeat_interval_s)
         self._last_call_s = max(self._last_call_s, now_s)
 
+    def _screen(self, datagram: wire.Datagram, *, wall_ns: int, address: str | None) -> str | None:
+        """Why a datagram must be refused before it touches any peer's state (None: it may)."""
+        if datagram.node == self.self_name:
+            return OWN_NAME
+        if datagram.node not in self._listed:
+            return UNKNOWN_NODE
+        listed_address = self._peers[datagram.node].address
+        if listed_address is None or address != listed_address:
+            return WRONG_SOURCE
+        if abs(datagram.sent_ns - wall_ns) > _SKEW_NS or datagram.incarnation > wall_ns + _SKEW_NS:
+            return STALE
+        return None
+
+    def _listed_peer(self, peer: str) -> _Peer | None:
+        if peer == self.self_name:
+            self.drops[OWN_NAME] += 1
+            return None
+        if peer not in self._listed:
+            self.drops[UNKNOWN_NODE] += 1
+            return None
+        return self._peers[peer]
+
+    def _heard(
+        self, peer: str, p: _Peer, *, incarnation: int, seq: int | None, now_s: float, snapshot_version: int | None
+    ) -> Changes:
+        if p.incarnation != incarnation:
+            p.fenced_at_s = None
+        p.incarnation, p.seq, p.last_heard_s = incarnation, seq, now_s
+        self._accusations.pop(peer, None)  # evidence beats accusations
+        if snapshot_version is not None:
+            self.newest_snapshot_version = max(self.newest_snapshot_version, snapshot_version)
+        if p.alive:
+            return NO_CHANGE
+        revived = frozenset({peer}) if p.dead_since_s is not None else frozenset()
+        p.alive, p.reason, p.dead_since_s = True, None, None
+        self._alive_cache = None
+        return Changes(joined=frozenset({peer}), revived=revived)
+
     def _accepts(self, p: _Peer, *, incarnation: int, seq: int | None, now_s: float, leave: bool) -> bool:
+        reason = self._refusal(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=leave)
+        if reason is not None:
+            self.drops[reason] += 1
+        return reason is None
+
+    def _refusal(self, p: _Peer, *, incarnation: int, seq: int | None, now_s: float, leave: bool) -> str | None:
         if p.incarnation is None or incarnation > p.incarnation:
-            return True  # first contact, or a newer process on that node
+            return None  # first contact, or a newer process on that node
         if incarnation < p.incarnation:
             # An older process: only believed once the newer one has been dead for a while
             # (a clock that stepped back gives a restarted speaker a smaller incarnation).
-            return not p.alive and p.dead_since_s is not None and now_s - p.dead_since_s >= FENCE_S
+            fenced_long = not p.alive and p.dead_since_s is not None and now_s - p.dead_since_s >= FENCE_S
+            return None if fenced_long else STALE
         if seq is not None and p.seq is not None and seq <= p.seq:
-            return False  # duplicate or reordered
-        if p.fenced_at_s is not None and not leave:
+            return REPLAYED  # a duplicate, reordered, or replayed datagram
+        if p.fenced_at_s is not None and not leave and now_s - p.fenced_at_s < FENCE_S:
             # Said goodbye: a heartbeat of that incarnation is one sent before the goodbye,
             # unless the process evidently kept running long after it.
-            return now_s - p.fenced_at_s >= FENCE_S
-        return True
+            return STALE
+        return None
+
+    def _forget_unlisted(self) -> None:
+        """Drop the entries of unlisted peers that are dead: the table never outgrows the node list."""
+        for name in [n for n, p in self._peers.items() if n not in self._listed and not p.alive]:
+            del self._peers[name]
+            self._accusations.pop(name, None)
 
     def _kill(self, name: str, p: _Peer, *, reason: str, now_s: float) -> Changes:
         if not p.alive:
@@ -403,4 +624,5 @@ class Membership:
                 p.dead_since_s = now_s
             return NO_CHANGE
         p.alive, p.reason, p.dead_since_s = False, reason, now_s
+        self._alive_cache = None
         return Changes(died=frozenset({name}))

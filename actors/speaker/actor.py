@@ -12,7 +12,7 @@ Threads in the actor process:
   the loop goes on;
 - the responder and link-watcher threads of actors/speaker/responder.py and interfaces.py.
 
-Ray's method calls (`push`, `status`, `leave`, `node_dead`, `ping`) run on Ray's own thread
+Ray's method calls (`push`, `set_keys`, `status`, `leave`, `node_dead`, `ping`) run on Ray's own thread
 and only take the core's lock briefly. Nothing in this process calls Ray: Ray's node table
 (the slow second signal of a peer's death) is read by the operator, which relays deaths with
 `node_dead`; a blocking GCS call here, while the head is down, could hold the GIL and starve
@@ -40,7 +40,9 @@ from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
 from raylb.actors.speaker.interfaces import Announcements
 from raylb.actors.speaker.responder import Responder
 from raylb.election import Interfaces
+from raylb.keyring import KeySet
 from raylb.membership import DEAD_AFTER_S, HEARTBEAT_INTERVAL_S, Membership
+from raylb.observers import OBSERVERS
 from raylb.pools import IPAddress
 from raylb.snapshot import Snapshot
 
@@ -97,6 +99,7 @@ class Speaker:
         *,
         node_name: str,
         node_address: str,
+        keys: KeySet,
         port: int = DEFAULT_PORT,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         dead_after_s: float = DEAD_AFTER_S,
@@ -118,8 +121,9 @@ class Speaker:
             incarnation=time.time_ns(),
             heartbeat_interval_s=heartbeat_interval_s,
             dead_after_s=dead_after_s,
+            observers=OBSERVERS,
         )
-        self.core = SpeakerCore(membership=membership, transport=self._transport, announcer=self._announcer)
+        self.core = SpeakerCore(membership=membership, transport=self._transport, announcer=self._announcer, keys=keys)
         self._loop_thread = threading.Thread(target=self._loop, name="raylb-speaker", daemon=True)
         self._loop_thread.start()
         log.info("speaker %s started on %s:%d (pid %d)", node_name, node_address, port, os.getpid())
@@ -149,6 +153,11 @@ class Speaker:
                 self._transport.close()
         return self.status()
 
+    def set_keys(self, keys: KeySet) -> dict[str, Any]:
+        """New membership keys (raylb.keyring); returns the fingerprints now held."""
+        self.core.set_keys(keys, now_s=time.monotonic())
+        return self.core.status()["keys"]
+
     def node_dead(self, node_name: str) -> None:
         """Ray's node table says `node_name` died: the second, slower signal, relayed by the
         operator (which watches the table anyway). A newer heartbeat still revives the peer."""
@@ -176,14 +185,19 @@ class Speaker:
 # ---------------------------------------------------------------------- driver side
 
 
-def start_speaker(*, node_name: str, node_id: str, node_address: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
+def start_speaker(
+    *, node_name: str, node_id: str, node_address: str, keys: KeySet, namespace: str = DEFAULT_NAMESPACE
+) -> Any:
     """Create (or return the running) speaker of one Ray node: named `raylb-speaker-<node>`,
     detached, pinned to `node_id` for good (soft=False), never restarted elsewhere by Ray
-    (max_restarts=0: the operator decides), and using no CPU slot."""
+    (max_restarts=0: the operator decides), and using no CPU slot. `keys`: the membership
+    keys (raylb.keyring), mandatory: a speaker never sends or accepts an unauthenticated datagram."""
     import ray  # noqa: PLC0415
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
     ipaddress.ip_address(node_address)  # fail here, not in the actor, on a malformed address
+    if not isinstance(keys, KeySet):
+        raise TypeError(f"start_speaker: keys must be a raylb.keyring.KeySet, got {type(keys).__name__}")
     actor_class = ray.remote(Speaker)
     return actor_class.options(  # type: ignore[attr-defined]
         name=speaker_name(node_name),
@@ -193,7 +207,7 @@ def start_speaker(*, node_name: str, node_id: str, node_address: str, namespace:
         max_restarts=0,
         num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-    ).remote(node_name=node_name, node_address=node_address)
+    ).remote(node_name=node_name, node_address=node_address, keys=keys)
 
 
 def find_speakers(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:

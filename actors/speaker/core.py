@@ -44,14 +44,17 @@ its method thread while its loop thread calls `step`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from raylb import wire
 from raylb.election import Handover, Interfaces, diff, owned_ips
+from raylb.keyring import KeyRing, KeySet
 from raylb.membership import NO_CHANGE, Changes, Membership
 from raylb.pools import IPAddress
 from raylb.snapshot import EMPTY, Snapshot
@@ -65,6 +68,14 @@ RETRY_S = 0.5
 # Goodbyes and welcomes are sent this many times in a row (the copies are idempotent): a lost
 # goodbye would cost a full dead_after_s, a lost welcome a stale neighbour entry.
 COPIES = 2
+# K-observer mode: every speaker tells everyone it is alive every max(MIN_BROADCAST_PERIOD_S,
+# n / BROADCASTS_PER_S) seconds, so a lost join is made good; at 1 000 nodes every 20 s, 50
+# datagrams/s sent and received per node, on top of 80 heartbeats each way.
+MIN_BROADCAST_PERIOD_S = 5.0
+BROADCASTS_PER_S = 50.0
+# Drop reasons counted here, before a datagram reaches Membership (which counts the others).
+MALFORMED = "malformed"
+UNAUTHENTICATED = "unauthenticated"
 
 
 class Transport(Protocol):
@@ -104,14 +115,17 @@ class SpeakerCore:
         membership: Membership,
         transport: Transport,
         announcer: Announcer,
-        key: bytes | None = None,
+        keys: KeySet,
+        wall_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.membership = membership
         self.node = membership.self_name
         self._transport = transport
         self._announcer = announcer
-        self._key = key
+        self._wall_ns = wall_ns
         self._lock = threading.RLock()
+        self._now_s = 0.0
+        self._keys = KeyRing(keys, now_s=self._now_s)
         self._snapshot: Snapshot = EMPTY
         self._pending: Snapshot | None = None
         self._applied: dict[IPAddress, Interfaces] = {}  # what the announcer holds now
@@ -119,9 +133,11 @@ class SpeakerCore:
         self._next_heartbeat_s: float | None = None
         self._retry_at_s: float | None = None
         self._was_ready = False
+        self._hello_sent = False
+        self._next_broadcast_s: float | None = None
         self._left = False
-        self._now_s = 0.0
         self.counts: Counter[str] = Counter()
+        self.drops: Counter[str] = Counter()  # malformed / unauthenticated; the rest: membership.drops
 
     # ------------------------------------------------------------------ inputs
 
@@ -135,6 +151,15 @@ class SpeakerCore:
             if snapshot.version < newest.version:
                 self.counts["snapshots_ignored"] += 1
             return newest.version
+
+    def set_keys(self, keys: KeySet, *, now_s: float) -> bool:
+        """New membership keys from the operator (raylb.keyring: rotation in two steps)."""
+        with self._lock:
+            changed = self._keys.update(keys, now_s=now_s)
+            if changed:
+                self.counts["key_updates"] += 1
+                log.info("speaker %s: membership keys now %s", self.node, self._keys.report(now_s))
+            return changed
 
     @property
     def snapshot(self) -> Snapshot:
@@ -166,6 +191,8 @@ class SpeakerCore:
             self._was_ready = ready
             if ready:
                 self._heartbeat(now_s)
+            if self.membership.observers_k is not None:
+                self._observer_duties(changes, ready=ready, became_ready=became_ready)
             retry = self._retry_at_s is not None and now_s >= self._retry_at_s
             if changes or snapshot_changed or became_ready or retry:
                 return self._reelect(now_s, changes)
@@ -185,8 +212,8 @@ class SpeakerCore:
                 return
             self._left = True
             self._next_heartbeat_s = None
-            goodbye = wire.encode(self.membership.make_leave(), key=self._key)
-            targets = self.membership.targets()
+            goodbye = self._encode(self.membership.make_leave(sent_ns=self._wall_ns()))
+            targets = self.membership.everyone()
             for _ in range(COPIES):
                 for peer, address in targets.items():
                     self._send(peer, address, goodbye)
@@ -229,6 +256,8 @@ class SpeakerCore:
                 "owned": {str(ip): list(ifaces) for ip, ifaces in sorted(self._applied.items(), key=_ip_key)},
                 "wanted": {str(ip): list(ifaces) for ip, ifaces in sorted(self._wanted.items(), key=_ip_key)},
                 "counts": dict(self.counts),
+                "drops": dict(self.drops + self.membership.drops),
+                "keys": self._keys.report(now_s),
                 "responder": counters,
             }
 
@@ -244,16 +273,21 @@ class SpeakerCore:
 
     def _receive(self, now_s: float) -> Changes:
         changes = NO_CHANGE
+        keys = self._keys.verifying(now_s)
+        wall_ns = self._wall_ns()
         for data, source in self._transport.receive(0.0):
             try:
-                datagram = wire.decode(data, key=self._key)
+                datagram = wire.decode(data, keys=keys)
             except wire.WireError as err:
-                self.counts["datagrams_invalid"] += 1
+                self.drops[UNAUTHENTICATED if isinstance(err, wire.UnauthenticatedError) else MALFORMED] += 1
                 log.debug("speaker %s: dropped datagram from %s: %s", self.node, source, err)
                 continue
             self.counts["datagrams"] += 1
-            changes |= self.membership.on_datagram(datagram, now_s=now_s, address=source)
+            changes |= self.membership.on_datagram(datagram, now_s=now_s, wall_ns=wall_ns, address=source)
         return changes
+
+    def _encode(self, datagram: wire.Datagram) -> bytes:
+        return wire.encode(datagram, key=self._keys.signing)
 
     def _heartbeat(self, now_s: float) -> None:
         if self._next_heartbeat_s is not None and now_s < self._next_heartbeat_s:
@@ -262,10 +296,45 @@ class SpeakerCore:
         # Keep the phase, but never send a backlog of heartbeats after a stall.
         base = self._next_heartbeat_s if self._next_heartbeat_s is not None else now_s
         self._next_heartbeat_s = max(base + interval, now_s + interval / 2)
-        data = wire.encode(self.membership.make_heartbeat(snapshot_version=self.snapshot.version), key=self._key)
-        for peer, address in self.membership.targets().items():
-            self._send(peer, address, data)
+        self._broadcast(self._heartbeat_bytes(), self.membership.targets())
         self.counts["heartbeats_sent"] += 1
+
+    def _observer_duties(self, changes: Changes, *, ready: bool, became_ready: bool) -> None:
+        """K-observer mode (raylb.membership, "Scaling"): what goes beyond heartbeats to the
+        observers. A starting speaker asks everyone who is alive (hello) and answers come back
+        as heartbeats; a speaker that becomes ready, or learns it is accused or was had dead,
+        tells everyone it is alive; an accusation goes to everyone; a peer that joins hears
+        from us directly (it does not watch us)."""
+        everyone = self.membership.everyone()
+        if not ready and not self._hello_sent and everyone:
+            self._hello_sent = True
+            self._broadcast(self._encode(self.membership.make_hello(sent_ns=self._wall_ns())), everyone)
+        for subject in sorted(changes.accused):
+            self.counts["alerts_sent"] += 1
+            self._broadcast(self._encode(self.membership.make_alert(subject, sent_ns=self._wall_ns())), everyone)
+        if not ready:
+            return
+        now_s = self._now_s
+        due = self._next_broadcast_s is not None and now_s >= self._next_broadcast_s
+        if became_ready or changes.refute or changes.welcomed_by or due:
+            self.counts["joins_sent"] += 1
+            self._broadcast(self._heartbeat_bytes(), everyone)
+            # Anti-entropy: a peer that missed our join (a lost datagram) hears us within one
+            # period; the period grows with the cluster so this costs BROADCASTS_PER_S at most.
+            period_s = max(MIN_BROADCAST_PERIOD_S, len(everyone) / BROADCASTS_PER_S)
+            phase = int.from_bytes(hashlib.sha256(self.node.encode()).digest()[:4], "big") / 2**32
+            self._next_broadcast_s = now_s + period_s * (1.0 + phase if self._next_broadcast_s is None else 1.0)
+        direct = (changes.asked_by | changes.joined) - set(self.membership.targets())
+        if direct:
+            self._broadcast(self._heartbeat_bytes(), {n: everyone[n] for n in direct if n in everyone})
+
+    def _heartbeat_bytes(self) -> bytes:
+        datagram = self.membership.make_heartbeat(snapshot_version=self.snapshot.version, sent_ns=self._wall_ns())
+        return self._encode(datagram)
+
+    def _broadcast(self, data: bytes, targets: Mapping[str, str]) -> None:
+        for peer, address in targets.items():
+            self._send(peer, address, data)
 
     def _send(self, peer: str, address: str, data: bytes) -> None:
         try:
@@ -297,8 +366,8 @@ class SpeakerCore:
 
     def _welcome(self, peers: frozenset[str]) -> None:
         """Step 7 of the module docstring: tell peers we had dead that they are back."""
-        data = wire.encode(self.membership.make_welcome(), key=self._key)
-        targets = self.membership.targets()
+        data = self._encode(self.membership.make_welcome(sent_ns=self._wall_ns()))
+        targets = self.membership.everyone()
         for _ in range(COPIES):
             for peer in sorted(peers & targets.keys()):
                 self._send(peer, targets[peer], data)

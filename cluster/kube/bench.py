@@ -39,7 +39,7 @@ from typing import Any
 import click
 from kubernetes import client
 
-from raylb.actors.local import InProcessRay
+from raylb.actors.local import InProcessRay, NoKeys
 from raylb.actors.operator import KUBE_WRITE_CONCURRENCY, OperatorCore, OperatorLoop
 from raylb.cluster.kube import manifests
 from raylb.cluster.kube.client import KINDS, Api, build_api_client
@@ -244,7 +244,7 @@ class RunningOperator:
         self.results = KubeResults(api_client, operator_namespace=operator_namespace)
         self.requests = CountingApi(self.results.api)
         self.results.api = self.requests  # type: ignore[assignment]
-        self.core = OperatorCore(desired=self.desired, results=self.results, ray=InProcessRay(),
+        self.core = OperatorCore(desired=self.desired, results=self.results, ray=InProcessRay(), key_source=NoKeys(),
                                  operator_namespace=operator_namespace, write_concurrency=write_concurrency,
                                  **core_options)
         self.loop = OperatorLoop(self.core)

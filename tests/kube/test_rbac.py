@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, RBAC_DIR, ControlPlane
+from raylb.keyring import SECRET_NAME
 
 pytestmark = pytest.mark.kube
 
@@ -73,6 +74,18 @@ def _drain(response: Any) -> bytes:
 
 Call = Callable[[client.ApiClient, dict[str, str]], Any]
 
+
+def _membership_secret(api: client.ApiClient) -> bytes:
+    """What the operator does with its Secret: get it, or create it when absent (KubeSecrets)."""
+    from raylb.actors.memberlist_key import SecretKeySource  # noqa: PLC0415
+    from raylb.cluster.kube.client import Api  # noqa: PLC0415
+    from raylb.cluster.kube.secrets import KubeSecrets  # noqa: PLC0415
+
+    source = SecretKeySource(KubeSecrets(Api(api), namespace=OPERATOR_NAMESPACE), namespace=OPERATOR_NAMESPACE)
+    key = source.read()
+    assert source.read() == key  # read back, not made again
+    return key
+
 ALLOWED: dict[str, Call] = {
     "list services (all namespaces)": lambda api, t: client.CoreV1Api(api).list_service_for_all_namespaces(),
     "watch services": lambda api, t: _drain(client.CoreV1Api(api).list_service_for_all_namespaces(
@@ -90,12 +103,21 @@ ALLOWED: dict[str, Call] = {
     "list nodes": lambda api, t: client.CoreV1Api(api).list_node(),
     "get a node": lambda api, t: client.CoreV1Api(api).read_node(t["node"]),
     "list namespaces": lambda api, t: client.CoreV1Api(api).list_namespace(),
+    "create and get the membership key Secret": lambda api, t: _membership_secret(api),
 }
 
 FORBIDDEN: dict[str, Call] = {
     "list secrets (all namespaces)": lambda api, t: client.CoreV1Api(api).list_secret_for_all_namespaces(),
     "list secrets (own namespace)": lambda api, t: client.CoreV1Api(api).list_namespaced_secret(OPERATOR_NAMESPACE),
     "get a secret": lambda api, t: client.CoreV1Api(api).read_namespaced_secret("s", t["namespace"]),
+    "get another secret in its own namespace": lambda api, t: client.CoreV1Api(api).read_namespaced_secret(
+        "other", OPERATOR_NAMESPACE),
+    "create a secret elsewhere": lambda api, t: client.CoreV1Api(api).create_namespaced_secret(
+        t["namespace"], client.V1Secret(metadata=client.V1ObjectMeta(name=SECRET_NAME), string_data={"k": "v"})),
+    "update the membership key Secret": lambda api, t: client.CoreV1Api(api).patch_namespaced_secret(
+        SECRET_NAME, OPERATOR_NAMESPACE, {"metadata": {"labels": {"x": "y"}}}),
+    "delete the membership key Secret": lambda api, t: client.CoreV1Api(api).delete_namespaced_secret(
+        SECRET_NAME, OPERATOR_NAMESPACE),
     "get a configmap": lambda api, t: client.CoreV1Api(api).read_namespaced_config_map("c", t["namespace"]),
     "delete a service": lambda api, t: client.CoreV1Api(api).delete_namespaced_service("web", t["namespace"]),
     "create a service": lambda api, t: client.CoreV1Api(api).create_namespaced_service(
@@ -152,7 +174,11 @@ ACCESS_TABLE = [
     ("create", "", "events", "", "default", True),
     ("patch", "events.k8s.io", "events", "", "default", True),
     ("delete", "", "events", "", "default", False),
-    ("get", "", "secrets", "", OPERATOR_NAMESPACE, False),
+    ("get", "", "secrets", "", OPERATOR_NAMESPACE, False),  # only raylb-memberlist, by name
+    ("create", "", "secrets", "", OPERATOR_NAMESPACE, True),
+    ("create", "", "secrets", "", "default", False),
+    ("list", "", "secrets", "", OPERATOR_NAMESPACE, False),
+    ("watch", "", "secrets", "", OPERATOR_NAMESPACE, False),
     ("list", "", "secrets", "", "", False),
     ("get", "", "configmaps", "", OPERATOR_NAMESPACE, False),
     ("create", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, False),
@@ -202,7 +228,9 @@ def test_operator_token_identifies_the_service_account(operator_api: client.ApiC
 
 
 def test_rbac_manifests_have_no_wildcards_and_no_secrets() -> None:
-    """Static guard: least privilege cannot be widened by a '*' or a Secret rule slipping in."""
+    """Static guard: least privilege cannot be widened by a '*' or a Secret rule slipping in:
+    the only Secret rights are get of raylb-memberlist by name and create, in the operator's
+    namespace."""
     rules = [
         rule
         for path in sorted(RBAC_DIR.glob("*.yaml"))
@@ -213,7 +241,11 @@ def test_rbac_manifests_have_no_wildcards_and_no_secrets() -> None:
     assert rules
     for rule in rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
-        assert not {"secrets", "configmaps", "pods"} & set(rule["resources"]), rule
+        assert not {"configmaps", "pods"} & set(rule["resources"]), rule
+        if "secrets" in rule["resources"]:
+            assert rule["resources"] == ["secrets"] and rule["apiGroups"] == [""], rule
+            assert rule in ({"apiGroups": [""], "resources": ["secrets"], "resourceNames": [SECRET_NAME], "verbs": ["get"]},
+                            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]}), rule
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
 
 

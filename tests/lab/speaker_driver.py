@@ -4,7 +4,9 @@ It connects to the lab's Ray once (ray.init costs seconds on this machine) and t
 one JSON command per stdin line, one JSON answer per stdout line:
 
     {"cmd": "nodes"}                          alive Ray nodes by raylb.io/node label
-    {"cmd": "start", "node": N}               start_speaker on node N, wait for its ping
+    {"cmd": "start", "node": N}               start_speaker on node N (with LAB_KEY), wait for its ping
+    {"cmd": "set_keys", "accept": [hex], "sign": hex|null}
+                                              membership keys to every speaker -> {node: fingerprints}
     {"cmd": "push", "snapshot": {...}}        push to every speaker -> {node: version}
     {"cmd": "status"}                         {node: status or {"error": ...}}
     {"cmd": "leave", "node": N}               graceful leave, then kill the actor, wait until
@@ -26,12 +28,15 @@ import ray
 
 from raylb import snapshot as snap
 from raylb.actors.speaker.actor import find_speakers, speaker_name, start_speaker
+from raylb.keyring import KeySet
 
 NODE_LABEL = "raylb.io/node"
 CALL_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 90.0
 NAME_FREE_TIMEOUT_S = 30.0
 NAMESPACE = "raylb"
+# The membership key of the lab's speakers; tests/lab/test_membership_trust.py rotates it.
+LAB_KEY = b"raylb-lab-membership-key-0123456"
 
 
 def nodes() -> dict[str, dict[str, Any]]:
@@ -61,10 +66,17 @@ def handle(command: dict[str, Any]) -> dict[str, Any]:
         return {"nodes": nodes()}
     if cmd == "start":
         node = nodes()[command["node"]]
-        actor = start_speaker(node_name=command["node"], node_id=node["id"], node_address=node["ip"], namespace=NAMESPACE)
+        keys = KeySet(accept=tuple(bytes.fromhex(k) for k in command.get("accept", [LAB_KEY.hex()])))
+        actor = start_speaker(
+            node_name=command["node"], node_id=node["id"], node_address=node["ip"], keys=keys, namespace=NAMESPACE
+        )
         return {"ping": ray.get(actor.ping.remote(), timeout=START_TIMEOUT_S)}
     if cmd == "push":
         return {"versions": call_all("push", snap.from_dict(command["snapshot"]))}
+    if cmd == "set_keys":
+        sign = command.get("sign")
+        keys = KeySet(accept=tuple(bytes.fromhex(k) for k in command["accept"]), sign=bytes.fromhex(sign) if sign else None)
+        return {"keys": call_all("set_keys", keys)}
     if cmd == "status":
         return {"status": call_all("status")}
     if cmd == "leave":

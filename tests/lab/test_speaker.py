@@ -12,6 +12,7 @@ kills a node.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import queue
@@ -132,8 +133,9 @@ def lab() -> Iterator[Lab]:
         yield built
 
 
-@pytest.fixture(scope="module")
-def driver(lab: Lab) -> Iterator[Driver]:
+@contextlib.contextmanager
+def running_speakers(lab: Lab) -> Iterator[Driver]:
+    """A driver with a speaker on every node, the snapshot pushed, all seeing each other."""
     client = Driver(lab)
     try:
         for node in NODES:
@@ -143,6 +145,12 @@ def driver(lab: Lab) -> Iterator[Driver]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def driver(lab: Lab) -> Iterator[Driver]:
+    with running_speakers(lab) as client:
+        yield client
 
 
 def all_converged(status: dict[str, dict[str, Any]], alive: Iterable[str]) -> bool:

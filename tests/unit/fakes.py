@@ -14,6 +14,7 @@ from raylb.actors.ray_ops import RayNode
 from raylb.cluster.memory import MemoryCluster
 from raylb.desired import Change
 from raylb.election import owned_ips
+from raylb.keyring import KeyRing, KeySet
 from raylb.snapshot import EMPTY, NodeInfo, Snapshot
 
 NS = "metallb-system"
@@ -30,6 +31,21 @@ class LocalDesired:
         return self.cluster.wait_changes(reader=self.reader, timeout_s=timeout_s) if self.synced else []
 
 
+class FakeKeys:
+    """The operator's key source: a fixed key a test may change (a rotation), or a failure."""
+
+    def __init__(self, key: bytes = b"membership-key-of-the-tests") -> None:
+        self.key = key
+        self.error: Exception | None = None
+        self.reads = 0
+
+    def read(self) -> bytes:
+        self.reads += 1
+        if self.error is not None:
+            raise self.error
+        return self.key
+
+
 class FakeRay:
     def __init__(self, nodes: Mapping[str, str]) -> None:
         self.node_table = {name: RayNode(name=name, node_id=f"id-{name}", address=addr) for name, addr in nodes.items()}
@@ -38,6 +54,8 @@ class FakeRay:
         self.removed: list[tuple[str, bool]] = []
         self.allocator_starts = 0
         self.told_dead: list[str] = []
+        self.keyrings: dict[str, KeyRing] = {}  # each speaker's keys, as a real speaker keeps them
+        self.started_with: dict[str, KeySet] = {}
 
     def nodes(self) -> dict[str, RayNode]:
         return dict(self.node_table)
@@ -54,11 +72,20 @@ class FakeRay:
     def speaker_names(self) -> set[str]:
         return set(self.speakers)
 
-    def ensure_speaker(self, node: RayNode) -> None:
+    def ensure_speaker(self, node: RayNode, *, keys: KeySet) -> None:
+        if node.name not in self.speakers:
+            self.started_with[node.name] = keys
+            self.keyrings[node.name] = KeyRing(keys, now_s=0.0)
         self.speakers.setdefault(node.name, EMPTY)
+
+    def push_keys(self, keys: KeySet, nodes: Mapping[str, NodeInfo]) -> None:
+        for name in nodes:
+            if name in self.keyrings:
+                self.keyrings[name].update(keys, now_s=0.0)
 
     def remove_speaker(self, node: str, *, graceful: bool) -> None:
         self.speakers.pop(node, None)
+        self.keyrings.pop(node, None)
         self.removed.append((node, graceful))
 
     def tell_node_dead(self, dead: str, nodes: Mapping[str, NodeInfo]) -> None:
@@ -75,6 +102,7 @@ class FakeRay:
             name: {
                 "owned": [str(ip) for ip in owned_ips(node=name, snapshot=snap, alive=alive)],
                 "snapshot_version": snap.version,
+                "keys": self.keyrings[name].report(0.0),
             }
             for name, snap in self.speakers.items()
         }

@@ -13,6 +13,8 @@ from raylb.membership import Changes, Membership
 INTERVAL = mb.HEARTBEAT_INTERVAL_S
 DEAD = mb.DEAD_AFTER_S
 STEP = INTERVAL / 2  # how often the speaker ticks
+KEY = b"membership-key-of-the-unit-tests"
+WALL_NS = 1_800_000_000_000_000_000  # the receiver's wall clock in these tests
 
 
 def fresh(now_s: float = 0.0, **kwargs) -> Membership:
@@ -55,11 +57,14 @@ def test_a_peer_is_alive_from_its_first_heartbeat() -> None:
     assert not m.on_heartbeat("b", incarnation=1, now_s=0.06)  # nothing new
 
 
-def test_an_unlisted_peer_that_heartbeats_is_alive_too() -> None:
+def test_an_unlisted_peer_that_heartbeats_costs_a_counter_and_nothing_else() -> None:
     m = fresh()
-    m.on_heartbeat("z", incarnation=1, now_s=0.01, address="198.18.0.99")
-    assert "z" in m.alive()
-    assert "z" not in m.targets()  # we send only to listed peers
+    for i in range(1000):
+        assert not m.on_heartbeat(f"z{i}", incarnation=1, now_s=0.01)
+        assert not m.on_leave(f"z{i}", incarnation=1, now_s=0.01)
+    assert m.alive() == {"a"}
+    assert set(m.view(0.01)) == {"b", "c"}  # the peer table holds the node list only
+    assert m.drops == {mb.UNKNOWN_NODE: 2000}
 
 
 def test_silence_kills_after_dead_after_s_and_not_before() -> None:
@@ -202,23 +207,26 @@ def test_self_heartbeats_are_ignored_and_goodbye_removes_self() -> None:
 def test_datagrams_drive_the_same_machine() -> None:
     sender = Membership("b", now_s=0.0, incarnation=7)
     m = fresh()
-    hb = wire.decode(wire.encode(sender.make_heartbeat(snapshot_version=12)))
-    assert m.on_datagram(hb, now_s=0.01, address="198.18.0.12") == Changes(joined=frozenset({"b"}))
+    hb = wire.decode(wire.encode(sender.make_heartbeat(snapshot_version=12, sent_ns=WALL_NS), key=KEY), keys=(KEY,))
+    assert m.on_datagram(hb, now_s=0.01, wall_ns=WALL_NS, address="198.18.0.12") == Changes(joined=frozenset({"b"}))
     assert m.newest_snapshot_version == 12
-    bye = wire.decode(wire.encode(sender.make_leave()))
-    assert m.on_datagram(bye, now_s=0.02) == Changes(died=frozenset({"b"}))
+    bye = wire.decode(wire.encode(sender.make_leave(sent_ns=WALL_NS), key=KEY), keys=(KEY,))
+    assert m.on_datagram(bye, now_s=0.02, wall_ns=WALL_NS, address="198.18.0.12") == Changes(died=frozenset({"b"}))
 
 
 def test_targets_are_listed_peers_with_an_address_dead_or_alive() -> None:
     m = Membership("a", now_s=0.0)
     m.set_peers({"a": "198.18.0.11", "b": "198.18.0.12", "c": None}, now_s=0.0)
     assert m.targets() == {"b": "198.18.0.12"}
-    m.on_heartbeat("c", incarnation=1, now_s=0.01, address="198.18.0.13")  # learnt from the datagram
-    assert m.targets() == {"b": "198.18.0.12", "c": "198.18.0.13"}
-    m.set_peers(["c"], now_s=0.02)  # b unlisted: no longer a target, but not killed by that
+    m.on_heartbeat("b", incarnation=1, now_s=0.01)
+    m.set_peers({"c": "198.18.0.13"}, now_s=0.02)  # b unlisted: no longer a target, not killed by that
     assert m.targets() == {"c": "198.18.0.13"}
-    m.on_heartbeat("b", incarnation=1, now_s=0.03)
     assert "b" in m.alive()
+    died = Changes()
+    for i in range(1, 20):  # its datagrams are refused now: it falls silent
+        died |= m.tick(0.02 + i * STEP)
+    assert died == Changes(died=frozenset({"b"}))
+    assert set(m.view(1.0)) == {"c"}  # and once dead it is forgotten
 
 
 def test_ready_after_hearing_every_listed_peer() -> None:
@@ -295,6 +303,7 @@ events = st.lists(
 @given(events)
 def test_changes_always_describe_the_alive_set(evs: list) -> None:
     m = Membership("a", now_s=0.0, incarnation=1)
+    m.set_peers(PEERS, now_s=0.0)
     now = 0.0
     alive = m.alive()
     for advance, kind, peer, inc, seq in evs:
@@ -326,6 +335,7 @@ def test_changes_always_describe_the_alive_set(evs: list) -> None:
 @given(st.lists(st.floats(0.0, DEAD - INTERVAL), min_size=1, max_size=80), st.floats(0.0, 1.0))
 def test_a_peer_with_gaps_shorter_than_dead_after_never_dies(gaps: list[float], start: float) -> None:
     m = Membership("a", now_s=start)
+    m.set_peers(["b"], now_s=start)
     t = start
     m.on_heartbeat("b", incarnation=1, seq=0, now_s=t)
     for seq, gap in enumerate(gaps, start=1):
@@ -343,6 +353,7 @@ def test_a_peer_with_gaps_shorter_than_dead_after_never_dies(gaps: list[float], 
 @given(st.floats(0.0, 100.0), st.floats(0.0, 0.2))
 def test_a_silent_peer_dies_within_dead_after_plus_one_tick(start: float, alive_for: float) -> None:
     m = Membership("a", now_s=start)
+    m.set_peers(["b"], now_s=start)
     t = start
     m.on_heartbeat("b", incarnation=1, seq=1, now_s=t)
     last = t
@@ -361,13 +372,16 @@ def test_a_silent_peer_dies_within_dead_after_plus_one_tick(start: float, alive_
 
 def test_a_welcome_says_the_peer_had_us_dead_and_proves_it_alive() -> None:
     m = fresh()
-    welcome = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=1, seq=3)
-    assert m.on_datagram(welcome, now_s=0.0) == Changes(joined=frozenset({"b"}), welcomed_by=frozenset({"b"}))
-    assert m.on_datagram(welcome, now_s=0.01) == Changes(), "a second copy is a duplicate"
-    later = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=1, seq=4)
-    assert m.on_datagram(later, now_s=0.02) == Changes(welcomed_by=frozenset({"b"}))
-    older = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=0, seq=9)
-    assert m.on_datagram(older, now_s=0.03) == Changes(), "an older process of b is not believed"
+
+    def arrive(incarnation: int, seq: int, now_s: float) -> Changes:
+        welcome = wire.Datagram(kind=wire.WELCOME, node="b", incarnation=incarnation, seq=seq, sent_ns=WALL_NS)
+        return m.on_datagram(welcome, now_s=now_s, wall_ns=WALL_NS, address="198.18.0.12")
+
+    assert arrive(1, 3, 0.0) == Changes(joined=frozenset({"b"}), welcomed_by=frozenset({"b"}))
+    assert arrive(1, 3, 0.01) == Changes(), "a second copy is a duplicate"
+    assert arrive(1, 4, 0.02) == Changes(welcomed_by=frozenset({"b"}))
+    assert arrive(0, 9, 0.03) == Changes(), "an older process of b is not believed"
+    assert m.drops == {mb.REPLAYED: 1, mb.STALE: 1}
 
 
 def test_only_a_peer_declared_dead_here_is_revived_when_heard_again() -> None:

@@ -16,7 +16,7 @@ from raylb.cluster.memory import MemoryCluster
 from raylb.desired import Change, Ref, World
 from raylb.errors import TemporaryError
 from raylb.reconcile import ServiceViews, read_services
-from tests.unit.fakes import NS, FakeRay, LocalDesired, endpoint_slice, ip_pool, l2adv, metallb, node, service
+from tests.unit.fakes import NS, FakeKeys, FakeRay, LocalDesired, endpoint_slice, ip_pool, l2adv, metallb, node, service
 
 NODES = {"node1": "198.18.0.11", "node2": "198.18.0.12", "node3": "198.18.0.13"}
 
@@ -46,7 +46,7 @@ class System:
         return {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
 
     def restart_operator(self) -> None:
-        self.core = OperatorCore(desired=LocalDesired(self.cluster, reader="restarted"), results=self.cluster, ray=self.ray)
+        self.core = OperatorCore(desired=LocalDesired(self.cluster, reader="restarted"), results=self.cluster, ray=self.ray, key_source=FakeKeys())
 
 
 def seed(cluster: MemoryCluster) -> None:
@@ -64,7 +64,7 @@ def seed(cluster: MemoryCluster) -> None:
 def system() -> Iterator[System]:
     cluster = MemoryCluster()
     ray = FakeRay(NODES)
-    yield System(cluster, ray, OperatorCore(desired=LocalDesired(cluster), results=cluster, ray=ray))
+    yield System(cluster, ray, OperatorCore(desired=LocalDesired(cluster), results=cluster, ray=ray, key_source=FakeKeys()))
 
 
 def test_without_metallb_nothing_is_deployed(system: System) -> None:
@@ -398,7 +398,7 @@ def erring_system(*, withhold: bool = False) -> tuple[System, ErringDesired, Clo
     cluster, clock = MemoryCluster(), Clock()
     desired = ErringDesired(cluster, withhold=withhold)
     ray = FakeRay(NODES)
-    return System(cluster, ray, OperatorCore(desired=desired, results=cluster, ray=ray, clock=clock)), desired, clock
+    return System(cluster, ray, OperatorCore(desired=desired, results=cluster, ray=ray, clock=clock, key_source=FakeKeys())), desired, clock
 
 
 def operator_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -523,7 +523,7 @@ def test_remembered_service_views_equal_fresh_ones_through_changes() -> None:
 
 def test_a_new_service_costs_two_writes_its_status_with_the_pool_and_one_event() -> None:
     cluster = MemoryCluster()
-    core = OperatorCore(desired=LocalDesired(cluster), results=cluster, ray=FakeRay({}))  # no speakers: no announcements
+    core = OperatorCore(desired=LocalDesired(cluster), results=cluster, ray=FakeRay({}), key_source=FakeKeys())  # no speakers: no announcements
     seed(cluster)
     for _ in range(3):
         core.step(timeout_s=0)
@@ -558,7 +558,7 @@ def test_an_operator_whose_source_is_still_listing_tears_nothing_down(system: Sy
     system.settle()
     writes = system.cluster.write_count()
     listing = LocalDesired(system.cluster, reader="restarted", synced=False)
-    system.core = OperatorCore(desired=listing, results=system.cluster, ray=system.ray)
+    system.core = OperatorCore(desired=listing, results=system.cluster, ray=system.ray, key_source=FakeKeys())
     system.settle()
     assert set(system.ray.speakers) == set(NODES) and system.ray.allocator is not None
     assert system.cluster.write_count() == writes
