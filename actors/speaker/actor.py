@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
+from raylb.actors.names import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.actors.speaker.core import SpeakerCore
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
 from raylb.actors.speaker.interfaces import Announcements

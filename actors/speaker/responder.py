@@ -99,7 +99,8 @@ class _Interface:
     groups: Counter[ipaddress.IPv6Address] = field(default_factory=Counter)
 
 
-def _attach(sock: socket.socket, program: list[bpf.Instruction]) -> None:
+def attach_filter(sock: socket.socket, program: list[bpf.Instruction]) -> None:
+    """Replace the classic BPF filter of `sock` (SO_ATTACH_FILTER swaps it atomically)."""
     code = bpf.pack(program)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))
@@ -111,7 +112,7 @@ def _packet_socket(ifname: str, *, ethertype: int, program: list[bpf.Instruction
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-        _attach(sock, program)
+        attach_filter(sock, program)
         sock.bind((ifname, ethertype))
         sock.setblocking(False)
     except OSError:
@@ -438,10 +439,10 @@ class Responder:
     def _refilter(self, iface: _Interface, version: int) -> None:
         if version == 4:
             targets4 = [ip for ip in iface.owned if isinstance(ip, ipaddress.IPv4Address)]
-            _attach(iface.arp, bpf.arp_request_filter(targets4))
+            attach_filter(iface.arp, bpf.arp_request_filter(targets4))
         else:
             targets6 = [ip for ip in iface.owned if isinstance(ip, ipaddress.IPv6Address)]
-            _attach(iface.ndp, bpf.neighbor_solicitation_filter(targets6))
+            attach_filter(iface.ndp, bpf.neighbor_solicitation_filter(targets6))
 
     def _join(self, iface: _Interface, ip: ipaddress.IPv6Address) -> None:
         group = packets.solicited_node_address(ip)
