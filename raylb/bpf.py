@@ -93,6 +93,7 @@ OFF_NS_TARGET = 62
 ARP_FIXED_IPV4_ETHERNET = 0x00010800  # htype 1, ptype 0x0800
 ARP_HLEN_PLEN = 0x0604
 ICMPV6_NS = 135
+ICMPV6_NA = 136
 
 
 def _require(program: list[Instruction], *, code: int, k: int, value: int) -> None:
@@ -256,6 +257,16 @@ def neighbor_solicitation_filter(
     _require(program, code=LD_B_ABS, k=OFF_ICMPV6_TYPE, value=ICMPV6_NS)
     wanted = None if targets is None else [int(ip) for ip in targets]
     return _with_targets(program, wanted, offset=OFF_NS_TARGET, bits=128, budget=budget)
+
+
+def neighbor_advertisement_filter() -> list[Instruction]:
+    """Accept inbound ICMPv6 Neighbor Advertisements (the lab client's side of resolution)."""
+    program: list[Instruction] = []
+    _not_outgoing(program)
+    _require(program, code=LD_H_ABS, k=OFF_ETHERTYPE, value=0x86DD)
+    _require(program, code=LD_B_ABS, k=OFF_IPV6_NEXT_HEADER, value=58)
+    _require(program, code=LD_B_ABS, k=OFF_ICMPV6_TYPE, value=ICMPV6_NA)
+    return [*program, (RET_K, 0, 0, ACCEPT_BYTES)]
 
 
 def pack(program: list[Instruction]) -> bytes:

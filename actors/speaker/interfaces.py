@@ -7,7 +7,8 @@ The rule (as MetalLB's layer-2 mode, narrowed to the subnet when nothing is name
   or enslaved to a bridge or bond (the master carries the address and answers).
 
 `choose_interfaces` is that rule as a pure function over a `Link` snapshot. `Announcements`
-holds the wanted IPs and keeps a `Responder` in line with the rule. It reads the links once
+holds the wanted IPs and keeps a `Responder` in line with the rule. It reads the links
+(actors/speaker/netlink.py: two rtnetlink dumps, no pyroute2 in the speaker's process) once
 and again only when they change: a thread listens to netlink link and address events (and
 resyncs every `RESYNC_INTERVAL_S` in case an event was lost), re-reads them and re-applies the
 rule to every IP, so a link going down or coming back, or an address moving, takes effect
@@ -26,8 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-
+from raylb.actors.speaker import netlink
 from raylb.actors.speaker.responder import Responder
 
 log = logging.getLogger(__name__)
@@ -86,34 +86,25 @@ def choose_interfaces(vip: IPAddress, links: Sequence[Link], *, named: Sequence[
     return tuple(sorted(chosen))
 
 
-def read_links(ipr: IPRoute | None = None) -> list[Link]:
+def read_links() -> list[Link]:
     """Snapshot of the namespace's links and their addresses (a netlink dump of each)."""
-    if ipr is None:
-        with IPRoute() as own:
-            return read_links(own)
+    raw_links, raw_addresses = netlink.dump()
     addresses: dict[int, list[IPInterface]] = {}
-    for msg in ipr.get_addr():
-        address = msg.get("local") or msg.get("address")  # IFA_LOCAL is ours on point-to-point links
-        if address is None:
-            continue
-        addresses.setdefault(msg["index"], []).append(ipaddress.ip_interface(f"{address}/{msg['prefixlen']}"))
-    links = []
-    for msg in ipr.get_links():
-        flags = msg["flags"]
-        operstate = msg.get("operstate")
-        links.append(
-            Link(
-                name=msg.get("ifname"),
-                index=msg["index"],
-                mac=msg.get("address") or "",
-                up=bool(flags & IFF_UP) and bool(flags & IFF_LOWER_UP) and operstate in ("UP", "UNKNOWN"),
-                noarp=bool(flags & IFF_NOARP),
-                loopback=bool(flags & IFF_LOOPBACK),
-                enslaved=bool(msg.get("master")),
-                addresses=tuple(addresses.get(msg["index"], ())),
-            )
+    for entry in raw_addresses:
+        addresses.setdefault(entry.index, []).append(entry.address)
+    return [
+        Link(
+            name=raw.name,
+            index=raw.index,
+            mac=raw.mac,
+            up=bool(raw.flags & IFF_UP) and bool(raw.flags & IFF_LOWER_UP) and raw.operstate in ("UP", "UNKNOWN"),
+            noarp=bool(raw.flags & IFF_NOARP),
+            loopback=bool(raw.flags & IFF_LOOPBACK),
+            enslaved=bool(raw.master),
+            addresses=tuple(addresses.get(raw.index, ())),
         )
-    return links
+        for raw in raw_links
+    ]
 
 
 class Announcements:

@@ -2,7 +2,7 @@
 
 Ray imports the actor's module in a fresh worker process on every node. Whatever that import
 pulls in costs memory on every node, for as long as the node runs: the Kubernetes client,
-scapy, pydantic and the operator's side (allocator, models, the lab) are never used there.
+scapy, pyroute2 (two netlink dumps do), pydantic and the operator's side (allocator, models, the lab) are never used there.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 FORBIDDEN = (
     "kubernetes",
     "scapy",
+    "pyroute2",
     "pydantic",
     "click",
     "raylb.models",
