@@ -30,6 +30,7 @@ other error in handling one frame is logged, counted as `internal_error` and the
 from __future__ import annotations
 
 import ctypes
+import errno
 import ipaddress
 import logging
 import os
@@ -93,7 +94,11 @@ class _Interface:
     mac: bytes
     arp: socket.socket
     ndp: socket.socket
-    mld: socket.socket | None  # AF_INET6 socket for IPV6_JOIN_GROUP (None if IPv6 is off)
+    # AF_INET6 sockets for IPV6_JOIN_GROUP. The kernel charges each group to its socket's
+    # option memory (net.core.optmem_max): measured, a socket holds about 500 groups before
+    # ENOMEM, so a node owning thousands of IPv6 VIPs opens another one when one is full.
+    mld: list[socket.socket] = field(default_factory=list)
+    mld_of: dict[ipaddress.IPv6Address, socket.socket] = field(default_factory=dict)
     local: frozenset[IPAddress] = frozenset()
     owned: set[IPAddress] = field(default_factory=set)
     groups: Counter[ipaddress.IPv6Address] = field(default_factory=Counter)
@@ -137,6 +142,7 @@ class Responder:
         self._counters: dict[tuple[str, str], IpCounters] = {}
         self._schedule = pacing.AnnouncementSchedule(repeats=burst_count, repeat_interval_s=burst_interval_s)
         self._stale_filters: set[tuple[str, int]] = set()  # (interface, IP version) to rebuild
+        self.problems: Counter[str] = Counter()  # failures outside any one frame, by kind
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -161,12 +167,7 @@ class Responder:
                 raise
             mac = arp.getsockname()[4][:6]
             index = socket.if_nametoindex(name)
-            mld: socket.socket | None
-            try:
-                mld = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            except OSError:
-                mld = None
-            iface = _Interface(name=name, index=index, mac=mac, arp=arp, ndp=ndp, mld=mld, local=frozenset(local_addresses))
+            iface = _Interface(name=name, index=index, mac=mac, arp=arp, ndp=ndp, local=frozenset(local_addresses))
             self._interfaces[name] = iface
             self._selector.register(arp, selectors.EVENT_READ, (name, 4))
             self._selector.register(ndp, selectors.EVENT_READ, (name, 6))
@@ -186,8 +187,8 @@ class Responder:
             for sock in (iface.arp, iface.ndp):
                 self._selector.unregister(sock)
                 sock.close()
-            if iface.mld is not None:
-                iface.mld.close()
+            for sock in iface.mld:
+                sock.close()
         self._wake()
 
     def interfaces(self) -> dict[str, str]:
@@ -467,11 +468,42 @@ class Responder:
         try:
             iface.ndp.setsockopt(SOL_PACKET, option, mreq)
         except OSError as err:
-            log.warning("packet membership %s %s on %s failed: %s", "join" if join else "leave", group, iface.name, err)
-        if iface.mld is not None:
-            ipv6_mreq = group.packed + struct.pack("@I", iface.index)
-            option = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+            self._problem("packet_membership_failed", f"packet membership {group} on {iface.name}: {err}")
+        ipv6_mreq = group.packed + struct.pack("@I", iface.index)
+        if not join:
+            sock = iface.mld_of.pop(group, None)
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, ipv6_mreq)
+                except OSError as err:
+                    self._problem("mld_leave_failed", f"MLD leave {group} on {iface.name}: {err}")
+            return
+        if iface.mld:
             try:
-                iface.mld.setsockopt(socket.IPPROTO_IPV6, option, ipv6_mreq)
+                iface.mld[-1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ipv6_mreq)
+                iface.mld_of[group] = iface.mld[-1]
+                return
             except OSError as err:
-                log.warning("MLD %s %s on %s failed: %s", "join" if join else "leave", group, iface.name, err)
+                if err.errno not in (errno.ENOMEM, errno.ENOBUFS):  # not "this socket is full"
+                    self._problem("mld_join_failed", f"MLD join {group} on {iface.name}: {err}")
+                    return
+        try:
+            fresh = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as err:  # IPv6 off on this node
+            self._problem("mld_join_failed", f"MLD join {group} on {iface.name}: {err}")
+            return
+        try:
+            fresh.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ipv6_mreq)
+        except OSError as err:
+            fresh.close()
+            self._problem("mld_join_failed", f"MLD join {group} on {iface.name}: {err}")
+            return
+        iface.mld.append(fresh)
+        iface.mld_of[group] = fresh
+
+    def _problem(self, kind: str, message: str) -> None:
+        """Count a failure; log the first of each kind and then every 1 000th (a takeover of
+        thousands of VIPs must not write thousands of lines while it runs)."""
+        self.problems[kind] += 1
+        if self.problems[kind] % 1000 == 1:
+            log.warning("%s (%s so far): %s", kind, self.problems[kind], message)

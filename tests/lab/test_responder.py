@@ -312,3 +312,17 @@ def test_solicited_node_group_is_joined_on_gain_and_left_on_loss(lab: Lab, harne
     wait_for(lambda: group in memberships() and mac in memberships(), what=f"membership of {group}")
     speaker.command(f"withdraw {VIP6}")
     wait_for(lambda: group not in memberships() and mac not in memberships(), what=f"leaving {group}")
+
+
+def test_thousands_of_ipv6_vips_join_every_solicited_node_group(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
+    """One MLD socket holds ~500 groups (its option memory); past that the responder opens
+    another, so the last of 1 200 VIPs is joined and answered like the first."""
+    node = lab.nodes[0]
+    speaker = harness(node)
+    first, count = IPv6Address("2001:db8:18::1:1000"), 1200
+    assert speaker.command(f"announce-range {first} {count} 1 eth0", timeout_s=60) == {"ok": True, "placed": count}
+    last = first + count - 1
+    group = str(packets.solicited_node_address(last))
+    wait_for(lambda: group in lab.run(node, ["ip", "maddr", "show", "dev", node.ifname]).stdout, what=f"MLD membership of {group}")
+    for vip in (first, last):
+        wait_for(lambda vip=vip: prober.ns(vip, timeout_s=0.2).macs == (node.mac,), what=f"answers for {vip}")
