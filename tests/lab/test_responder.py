@@ -316,10 +316,10 @@ def test_solicited_node_group_is_joined_on_gain_and_left_on_loss(lab: Lab, harne
 
 def test_thousands_of_ipv6_vips_join_every_solicited_node_group(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
     """One MLD socket holds ~500 groups (its option memory); past that the responder opens
-    another, so the last of 1 200 VIPs is joined and answered like the first."""
+    another, so the last of 3 000 VIPs is joined and answered like the first."""
     node = lab.nodes[0]
     speaker = harness(node)
-    first, count = IPv6Address("2001:db8:18::1:1000"), 1200
+    first, count = IPv6Address("2001:db8:18::1:1000"), 3000
     assert speaker.command(f"announce-range {first} {count} 1 eth0", timeout_s=60) == {"ok": True, "placed": count}
     last = first + count - 1
     group = str(packets.solicited_node_address(last))
