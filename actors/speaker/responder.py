@@ -95,8 +95,8 @@ class _Interface:
     arp: socket.socket
     ndp: socket.socket
     # AF_INET6 sockets for IPV6_JOIN_GROUP. The kernel charges each group to its socket's
-    # option memory (net.core.optmem_max): measured, a socket holds about 500 groups before
-    # ENOMEM, so a node owning thousands of IPv6 VIPs opens another one when one is full.
+    # option memory (net.core.optmem_max): in the lab a socket took between ~500 and ~3 000
+    # groups before ENOMEM, so a node owning thousands of IPv6 VIPs opens another when full.
     mld: list[socket.socket] = field(default_factory=list)
     mld_of: dict[ipaddress.IPv6Address, socket.socket] = field(default_factory=dict)
     local: frozenset[IPAddress] = frozenset()

@@ -315,8 +315,8 @@ def test_solicited_node_group_is_joined_on_gain_and_left_on_loss(lab: Lab, harne
 
 
 def test_thousands_of_ipv6_vips_join_every_solicited_node_group(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
-    """One MLD socket holds ~500 groups (its option memory); past that the responder opens
-    another, so the last of 3 000 VIPs is joined and answered like the first."""
+    """One MLD socket holds a bounded number of groups (its option memory; ENOMEM past it);
+    the responder opens another, so the last of 3 000 VIPs is joined and answered."""
     node = lab.nodes[0]
     speaker = harness(node)
     first, count = IPv6Address("2001:db8:18::1:1000"), 3000
