@@ -32,19 +32,21 @@ import click
 from raylb.cluster.lab import system
 from raylb.cluster.lab.lab import Lab, LabError
 from raylb.cluster.lab.options import lab_name_option
+from raylb.cluster.lab.ray_nodes import RayOptions
 from raylb.errors import RaylbError
 
-# argv fragment -> process kind, first match wins (proctitles first: Ray renames its workers)
+# argv fragment -> process kind, first match wins: Ray's proctitles, then the raylet (whose
+# arguments name the agents' and workers' scripts), then those scripts
 KINDS: tuple[tuple[str, str], ...] = (
     ("ray::Speaker", "speaker"),
     ("ray::BareActor", "bare_actor"),
     ("ray::DashboardAgent", "dashboard_agent"),
-    ("dashboard/agent.py", "dashboard_agent"),
     ("ray::RuntimeEnvAgent", "runtime_env_agent"),
+    ("ray::IDLE", "idle_worker"),
+    ("raylet/raylet ", "raylet"),
+    ("dashboard/agent.py", "dashboard_agent"),
     ("runtime_env/agent/main.py", "runtime_env_agent"),
     ("log_monitor.py", "log_monitor"),
-    ("raylet/raylet", "raylet"),
-    ("ray::IDLE", "idle_worker"),
     ("default_worker.py", "idle_worker"),
     ("raylb.cluster.lab.http", "lab_http"),
 )
@@ -53,6 +55,7 @@ TARGET_SPEAKER_MB = 60
 TARGET_NODE_MB = 250
 FATE_WAIT_S = 15.0
 SETTLE_S = 5.0  # after the speaker announces, let its threads and caches reach steady state
+RAYLET_START_WAIT_S = 300
 CPU_WINDOW_S = 10.0  # idle CPU is measured over this window
 
 
@@ -165,7 +168,9 @@ def fate_of(lab: Lab, kind: str) -> dict[str, Any]:
 
 def run(*, name: str, agents: bool) -> dict[str, Any]:
     started = time.monotonic()
-    with Lab.up(name=name, nodes=1, ray=True) as lab:
+    # A busy shared machine may take longer than Ray's default 60 s to register a node.
+    options = RayOptions(env={"RAY_raylet_start_wait_time_s": str(RAYLET_START_WAIT_S)})
+    with Lab.up(name=name, nodes=1, ray=True, ray_options=options) as lab:
         system.start(lab, manifests=[manifest(Path(f"/tmp/rlb-{name}-footprint.yaml"))])
         system.wait_announced(lab, ["default/fp-ipv4", "default/fp-ipv6"], timeout_s=120)
         system.python(lab, BARE_ACTOR)
