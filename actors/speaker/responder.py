@@ -14,12 +14,12 @@ Per interface it owns two AF_PACKET sockets (ARP, IPv6) with kernel BPF filters 
 that pass only requests for targets in a bounded prefix cover of the owned IPs, so an
 unrelated flood never wakes Python; Python checks exact ownership. While an interface owns
 few IPs (`SYNC_REFILTER_MAX_TARGETS`), `gain` rebuilds its filter before it
-returns, so an IP is answered from the moment `gain` returns. Past that, `gain` and `lose`
-only mark the filter stale and the loop thread rebuilds it once per batch (3 000 gains in a
-row cost a few rebuilds of ~50 ms, not 3 000), always before it sends the batch's
-announcements, so no neighbour is told about an IP the filter would still drop; a request
-that arrives in the few milliseconds before is dropped and asked again, and the announcement
-that follows updates the asker anyway. Frame encoding and validation are
+returns. Past that, a rebuild costs up to ~50 ms (3 000 targets), too much per gain in a
+takeover of thousands: `gain` then swaps in the filter without target test (every request of
+the family passes, ~20 instructions, microseconds) and the loop thread builds the tight cover
+once the gains have paused for `BATCH_QUIET_S`. Either way an IP is answered from the moment
+`gain` returns, and no neighbour is told about an IP the filter would drop. During a mass
+takeover (about a second) Python sees every request of that family on the interface. Frame encoding and validation are
 the pure functions of raylb.packets; this module only moves bytes.
 
 One thread serves all sockets through a selector; `gain`/`lose` may be called from any thread.
@@ -67,6 +67,8 @@ RCVBUF_BYTES = 1 << 20  # absorbs bursts of legitimate requests
 # (measured: 0.04-0.6 ms for 8-64 targets); above, the loop rebuilds once per batch (3 000
 # targets: 40-75 ms, so per-gain rebuilds would cost minutes in a mass takeover).
 SYNC_REFILTER_MAX_TARGETS = 32
+# A batch of gains is over once none came for this long; then the tight filter is built once.
+BATCH_QUIET_S = 0.05
 
 
 @dataclass
@@ -141,7 +143,10 @@ class Responder:
         self._interfaces: dict[str, _Interface] = {}
         self._counters: dict[tuple[str, str], IpCounters] = {}
         self._schedule = pacing.AnnouncementSchedule(repeats=burst_count, repeat_interval_s=burst_interval_s)
-        self._stale_filters: set[tuple[str, int]] = set()  # (interface, IP version) to rebuild
+        # (interface, IP version) -> time of the last change, for filters to rebuild once the
+        # batch is over; and those that pass every request meanwhile (loosened by a gain)
+        self._stale_filters: dict[tuple[str, int], float] = {}
+        self._loose: set[tuple[str, int]] = set()
         self.problems: Counter[str] = Counter()  # failures outside any one frame, by kind
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -183,7 +188,9 @@ class Responder:
             for ip in iface.owned:
                 self._schedule.cancel(ip, name)
             self._schedule.drop_interface(name)
-            self._stale_filters -= {(name, 4), (name, 6)}
+            for version in (4, 6):
+                self._stale_filters.pop((name, version), None)
+                self._loose.discard((name, version))
             for sock in (iface.arp, iface.ndp):
                 self._selector.unregister(sock)
                 sock.close()
@@ -223,7 +230,7 @@ class Responder:
             if len(iface.owned) <= SYNC_REFILTER_MAX_TARGETS:  # both families: O(1), and close enough
                 self._refilter(iface, ip.version)
             else:
-                self._stale_filters.add((interface, ip.version))
+                self._loosen(iface, ip.version)
             if ip.version == 6:
                 self._join(iface, ip)
             self._schedule.announce(ip, interface, now_s=self._clock())
@@ -252,7 +259,10 @@ class Responder:
     def _lose_locked(self, iface: _Interface, ip: IPAddress) -> None:
         iface.owned.discard(ip)
         self._schedule.cancel(ip, iface.name)
-        self._stale_filters.add((iface.name, ip.version))
+        if len(iface.owned) < SYNC_REFILTER_MAX_TARGETS and (iface.name, ip.version) not in self._stale_filters:
+            self._refilter(iface, ip.version)
+        else:  # the filter passes a superset meanwhile; Python drops what is not owned
+            self._stale_filters[(iface.name, ip.version)] = self._clock()
         if ip.version == 6:
             self._leave(iface, ip)
 
@@ -314,7 +324,8 @@ class Responder:
     def _step(self) -> None:
         with self._lock:
             self._refilter_stale()
-            timeout = self._schedule.next_s(self._clock())
+            timeouts = [t for t in (self._schedule.next_s(self._clock()), self._quiet_in_s()) if t is not None]
+            timeout = min(timeouts) if timeouts else None
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 try:
@@ -353,7 +364,7 @@ class Responder:
 
     def _send_due(self) -> None:
         with self._lock:
-            self._refilter_stale()  # gains made while we waited: filter first, then tell anyone
+            self._refilter_stale()
             for ip, name in self._schedule.due(self._clock()):
                 iface = self._interfaces.get(name)
                 if iface is not None and ip in iface.owned:
@@ -430,14 +441,37 @@ class Responder:
 
     # ----- kernel filters and multicast membership --------------------------------------------
 
+    def _loosen(self, iface: _Interface, version: int) -> None:
+        """Mid-batch: pass every request of the family until the batch is over."""
+        key = (iface.name, version)
+        if key not in self._loose:
+            program = bpf.arp_request_filter() if version == 4 else bpf.neighbor_solicitation_filter()
+            attach_filter(iface.arp if version == 4 else iface.ndp, program)
+            self._loose.add(key)
+        self._stale_filters[key] = self._clock()
+
+    def _quiet_in_s(self) -> float | None:
+        """Seconds until the oldest loosened filter's batch is over."""
+        if not self._stale_filters:
+            return None
+        return max(0.0, min(self._stale_filters.values()) + BATCH_QUIET_S - self._clock())
+
     def _refilter_stale(self) -> None:
-        for name, version in sorted(self._stale_filters):
+        now = self._clock()
+        for (name, version), changed_s in sorted(self._stale_filters.items()):
+            if now - changed_s < BATCH_QUIET_S:
+                continue
             iface = self._interfaces.get(name)
             if iface is not None:
                 self._refilter(iface, version)
-        self._stale_filters.clear()
+            else:
+                self._stale_filters.pop((name, version), None)
+                self._loose.discard((name, version))
 
     def _refilter(self, iface: _Interface, version: int) -> None:
+        """The tight filter for what `iface` owns now (the only place that builds a cover)."""
+        self._stale_filters.pop((iface.name, version), None)
+        self._loose.discard((iface.name, version))
         if version == 4:
             targets4 = [ip for ip in iface.owned if isinstance(ip, ipaddress.IPv4Address)]
             attach_filter(iface.arp, bpf.arp_request_filter(targets4))
