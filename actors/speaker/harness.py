@@ -11,6 +11,7 @@ line per command, one JSON object per answer:
     gain IP / lose IP         the same as announce / withdraw (with --iface as the named list)
     placement                 {"placement": {ip: [iface, ...]}}
     counters                  {"counters": {"ip@iface": {...}}}
+    filters                   {"pending": N}: filters loosened by a batch of gains, not yet tight
     pid                       {"pid": N}
     quit                      stop everything and exit
 
@@ -123,6 +124,8 @@ def _handle(line: str, *, announcements: Announcements, responder: Responder, na
     elif command == "counters":
         counters = {f"{ip}@{name}": c.as_dict() for (ip, name), c in responder.counters().items()}
         _reply({"ok": True, "counters": counters})
+    elif command == "filters":
+        _reply({"ok": True, "pending": responder.filters_pending()})
     elif command == "pid":
         _reply({"ok": True, "pid": os.getpid()})
     else:

@@ -266,6 +266,11 @@ class Responder:
         if ip.version == 6:
             self._leave(iface, ip)
 
+    def filters_pending(self) -> int:
+        """Filters still loose or wide after a batch of gains or losses (0: all tight)."""
+        with self._lock:
+            return len(self._stale_filters)
+
     def where(self, ip: IPAddress) -> tuple[str, ...]:
         """The interfaces `ip` is owned on (cost: one look-up per open interface)."""
         with self._lock:
