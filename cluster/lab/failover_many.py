@@ -101,9 +101,9 @@ class Client:
             if name != VICTIM:
                 argv += ["--node-mac", mac]
         self.process = lab.popen(lab.client, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self._next()
+        self.read()
 
-    def _next(self) -> dict[str, Any]:
+    def read(self) -> dict[str, Any]:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
@@ -114,7 +114,7 @@ class Client:
         assert self.process.stdin is not None
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
-        return self._next()
+        return self.read()
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -147,7 +147,7 @@ def trial(lab: Lab, client: Client) -> dict[str, Any]:
     assert ack.get("watching"), ack
     event_s = time.monotonic()
     lab.kill_host(VICTIM)
-    result = client._next()
+    result = client.read()
     outages = sorted(t - event_s for t in result["taken"].values())
     return {
         "n": len(outages),
