@@ -17,16 +17,15 @@ import ray
 
 from raylb.actors.allocator import ALLOCATOR_NAME, AllocatorService
 from raylb.keyring import KeySet
+from raylb.actors.names import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.snapshot import NodeInfo, Snapshot
 
 log = logging.getLogger(__name__)
 
-RAY_NAMESPACE = "raylb"
 # Label every Ray node carries with its (Kubernetes) node name; `raylb lab up` and the KubeRay
 # manifests set it. The Ray head carries role=control and runs no speaker.
 NODE_LABEL = "raylb.io/node"
 ROLE_LABEL = "raylb.io/role"
-SPEAKER_PREFIX = "raylb-speaker-"
 # Long enough for a loaded 2-core box, short enough that one dead actor cannot stall the loop.
 CALL_TIMEOUT_S = 5.0
 

@@ -8,6 +8,7 @@ from raylb.cli import LazyGroup
 BENCHMARKS: dict[str, str] = {
     "alloc": "raylb.bench_alloc:command",
     "arp": "raylb.actors.speaker.bench:command",
+    "footprint": "raylb.cluster.lab.footprint:command",
     "reconcile": "raylb.cluster.kube.bench:command",
     "membership": "raylb.cluster.membership_bench:command",
 }

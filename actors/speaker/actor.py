@@ -28,13 +28,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import queue
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
+from raylb.actors.names import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.actors.speaker.core import SpeakerCore
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
 from raylb.actors.speaker.interfaces import Announcements
@@ -63,30 +64,62 @@ def speaker_name(node_name: str) -> str:
 
 
 class NodeAnnouncer:
-    """The core's `Announcer` on real sockets: `Announcements` over a `Responder`."""
+    """The core's `Announcer` on real sockets: `Announcements` over a `Responder`.
+
+    The core calls it from the speaker loop, which also sends the heartbeats. A takeover of
+    thousands of VIPs costs ~50-100 us of Python per IP (placement, filter bookkeeping, MLD
+    join); done in the loop, 3 000 VIPs would stall heartbeats past `dead_after_s` and the
+    peers would declare this node dead because it was busy taking over. So calls only queue
+    the change, in order, and the `raylb-announce` thread applies them. Nothing is lost on a
+    failure: `Announcements` keeps what is wanted and its watcher re-applies it on the next
+    link event or resync.
+    """
 
     def __init__(self) -> None:
         self.responder = Responder()
         self.announcements = Announcements(self.responder)
         self.responder.start()
         self.announcements.start()
+        self.errors: Counter[str] = Counter()
+        self._queue: queue.SimpleQueue[tuple[str, IPAddress, Interfaces] | None] = queue.SimpleQueue()
+        self._worker = threading.Thread(target=self._apply, name="raylb-announce", daemon=True)
+        self._worker.start()
 
     def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
-        placed = self.announcements.announce(ip, interfaces=interfaces or None)
-        if not placed:
-            # Kept as wanted: the link watcher places it as soon as a suitable interface appears.
-            log.warning("%s has no suitable interface on this node yet (asked for %s)", ip, list(interfaces) or "auto")
+        self._queue.put(("announce", ip, interfaces))
 
     def withdraw(self, ip: IPAddress) -> None:
-        self.announcements.withdraw(ip)
+        self._queue.put(("withdraw", ip, ()))
 
     def reannounce(self, ip: IPAddress) -> None:
-        self.announcements.reannounce(ip)
+        self._queue.put(("reannounce", ip, ()))
+
+    def _apply(self) -> None:
+        while (item := self._queue.get()) is not None:
+            action, ip, interfaces = item
+            try:
+                if action == "announce":
+                    if not self.announcements.announce(ip, interfaces=interfaces or None):
+                        # Kept as wanted: the link watcher places it once a suitable interface appears.
+                        self.errors["no_interface"] += 1
+                        if self.errors["no_interface"] % 1000 == 1:
+                            log.warning("%s has no suitable interface on this node yet (asked for %s; %d so far)",
+                                        ip, list(interfaces) or "auto", self.errors["no_interface"])  # fmt: skip
+                elif action == "withdraw":
+                    self.announcements.withdraw(ip)
+                else:
+                    self.announcements.reannounce(ip)
+            except Exception:  # one IP's failure never stops the others; the resync retries
+                self.errors[f"{action}_failed"] += 1
+                log.exception("%s %s failed", action, ip)
 
     def counters(self) -> Mapping[str, Any]:
         return {f"{ip}@{name}": c.as_dict() for (ip, name), c in self.responder.counters().items()}
 
     def stop(self) -> None:
+        """Apply what is queued (the withdrawals of a leave), then close everything."""
+        self._queue.put(None)
+        self._worker.join(STOP_TIMEOUT_S)
         self.announcements.stop()
         self.responder.stop()
 

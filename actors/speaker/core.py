@@ -397,7 +397,7 @@ class SpeakerCore:
                 log.exception("speaker %s: withdrawing %s failed", self.node, ip)
                 continue
             self._applied.pop(ip, None)
-            log.info("speaker %s: stopped announcing %s", self.node, ip)
+            log.debug("speaker %s: stopped announcing %s", self.node, ip)
         for ip, interfaces in sorted(handover.start.items(), key=_ip_key):
             try:
                 self._announcer.announce(ip, interfaces)
@@ -407,7 +407,14 @@ class SpeakerCore:
                 log.exception("speaker %s: announcing %s failed", self.node, ip)
                 continue
             self._applied[ip] = interfaces
-            log.info("speaker %s: announcing %s on %s", self.node, ip, list(interfaces) or "auto")
+            log.debug("speaker %s: announcing %s on %s", self.node, ip, list(interfaces) or "auto")
+        if handover.start or handover.stop:  # one line per handover: a takeover may move thousands
+            shown = sorted(handover.start, key=_sort_key)[:3]
+            log.info(
+                "speaker %s: announcing %d more (%s%s), stopped %d",
+                self.node, len(handover.start), ", ".join(map(str, shown)),
+                ", ..." if len(handover.start) > 3 else "", len(handover.stop),
+            )  # fmt: skip
         self._retry_at_s = now_s + RETRY_S if failed else None
 
 

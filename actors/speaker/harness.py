@@ -6,9 +6,12 @@ line per command, one JSON object per answer:
 
     announce IP [IFACE,...]   announce IP (on the named interfaces, else by subnet)
     withdraw IP               stop announcing IP
+    announce-range IP COUNT STEP [IFACE,...]
+                              announce COUNT IPs: IP, IP+STEP, ... (one answer for all)
     gain IP / lose IP         the same as announce / withdraw (with --iface as the named list)
     placement                 {"placement": {ip: [iface, ...]}}
     counters                  {"counters": {"ip@iface": {...}}}
+    filters                   {"pending": N}: filters loosened by a batch of gains, not yet tight
     pid                       {"pid": N}
     quit                      stop everything and exit
 
@@ -104,6 +107,11 @@ def _handle(line: str, *, announcements: Announcements, responder: Responder, na
         interfaces = args[1].split(",") if len(args) > 1 else named
         placed = announcements.announce(ipaddress.ip_address(args[0]), interfaces=interfaces)
         _reply({"ok": bool(placed), "interfaces": list(placed)})
+    elif command == "announce-range" and len(args) >= 3:
+        first, count, step = ipaddress.ip_address(args[0]), int(args[1]), int(args[2])
+        interfaces = args[3].split(",") if len(args) > 3 else named
+        placed = [announcements.announce(first + step * n, interfaces=interfaces) for n in range(count)]
+        _reply({"ok": all(placed), "placed": sum(1 for p in placed if p)})
     elif command == "reannounce" and args:
         placed = announcements.reannounce(ipaddress.ip_address(args[0]))
         _reply({"ok": bool(placed), "interfaces": list(placed)})
@@ -116,6 +124,8 @@ def _handle(line: str, *, announcements: Announcements, responder: Responder, na
     elif command == "counters":
         counters = {f"{ip}@{name}": c.as_dict() for (ip, name), c in responder.counters().items()}
         _reply({"ok": True, "counters": counters})
+    elif command == "filters":
+        _reply({"ok": True, "pending": responder.filters_pending()})
     elif command == "pid":
         _reply({"ok": True, "pid": os.getpid()})
     else:

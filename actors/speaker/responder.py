@@ -6,10 +6,21 @@ interface's MAC, and announces it (gratuitous ARP / unsolicited NA with Override
 in a short burst after, so neighbours switch over without waiting for their caches to expire.
 `lose(ip, interface)` stops the answers and cancels the burst immediately;
 `reannounce(ip, interface)` repeats the announcement and its burst for an IP already owned.
+Announcements are paced per interface by a token bucket (raylb.pacing: 10 000 frames/s, 100
+at once): a takeover of 3 000 VIPs tells the segment about each within 0.3 s, never in one
+storm, and every VIP is announced once before any is announced again.
 
 Per interface it owns two AF_PACKET sockets (ARP, IPv6) with kernel BPF filters (raylb.bpf)
-that pass only requests for owned IPs, so an unrelated flood never wakes Python. Frame
-encoding and validation are the pure functions of raylb.packets; this module only moves bytes.
+that pass only requests for targets in a bounded prefix cover of the owned IPs, so an
+unrelated flood never wakes Python; Python checks exact ownership. While an interface owns
+few IPs (`SYNC_REFILTER_MAX_TARGETS`), `gain` rebuilds its filter before it
+returns. Past that, a rebuild costs up to ~50 ms (3 000 targets), too much per gain in a
+takeover of thousands: `gain` then swaps in the filter without target test (every request of
+the family passes, ~20 instructions, microseconds) and the loop thread builds the tight cover
+once the gains have paused for `BATCH_QUIET_S`. Either way an IP is answered from the moment
+`gain` returns, and no neighbour is told about an IP the filter would drop. During a mass
+takeover (about a second) Python sees every request of that family on the interface. Frame encoding and validation are
+the pure functions of raylb.packets; this module only moves bytes.
 
 One thread serves all sockets through a selector; `gain`/`lose` may be called from any thread.
 Nothing a peer sends can stop the loop: bad frames are counted by reason and dropped, and any
@@ -19,7 +30,7 @@ other error in handling one frame is logged, counted as `internal_error` and the
 from __future__ import annotations
 
 import ctypes
-import heapq
+import errno
 import ipaddress
 import logging
 import os
@@ -32,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from raylb import bpf, packets
+from raylb import bpf, packets, pacing
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,12 @@ DEFAULT_BURST_COUNT = 3
 DEFAULT_BURST_INTERVAL_S = 0.35
 RECV_BATCH = 64  # frames read per readiness event before the selector is asked again
 RCVBUF_BYTES = 1 << 20  # absorbs bursts of legitimate requests
+# Up to this many owned IPs on an interface, `gain` rebuilds the filter itself
+# (measured: 0.04-0.6 ms for 8-64 targets); above, the loop rebuilds once per batch (3 000
+# targets: 40-75 ms, so per-gain rebuilds would cost minutes in a mass takeover).
+SYNC_REFILTER_MAX_TARGETS = 32
+# A batch of gains is over once none came for this long; then the tight filter is built once.
+BATCH_QUIET_S = 0.05
 
 
 @dataclass
@@ -79,13 +96,18 @@ class _Interface:
     mac: bytes
     arp: socket.socket
     ndp: socket.socket
-    mld: socket.socket | None  # AF_INET6 socket for IPV6_JOIN_GROUP (None if IPv6 is off)
+    # AF_INET6 sockets for IPV6_JOIN_GROUP. The kernel charges each group to its socket's
+    # option memory (net.core.optmem_max): in the lab a socket took between ~500 and ~3 000
+    # groups before ENOMEM, so a node owning thousands of IPv6 VIPs opens another when full.
+    mld: list[socket.socket] = field(default_factory=list)
+    mld_of: dict[ipaddress.IPv6Address, socket.socket] = field(default_factory=dict)
     local: frozenset[IPAddress] = frozenset()
     owned: set[IPAddress] = field(default_factory=set)
     groups: Counter[ipaddress.IPv6Address] = field(default_factory=Counter)
 
 
-def _attach(sock: socket.socket, program: list[bpf.Instruction]) -> None:
+def attach_filter(sock: socket.socket, program: list[bpf.Instruction]) -> None:
+    """Replace the classic BPF filter of `sock` (SO_ATTACH_FILTER swaps it atomically)."""
     code = bpf.pack(program)
     buffer = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("HL", len(program), ctypes.addressof(buffer))
@@ -97,7 +119,7 @@ def _packet_socket(ifname: str, *, ethertype: int, program: list[bpf.Instruction
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-        _attach(sock, program)
+        attach_filter(sock, program)
         sock.bind((ifname, ethertype))
         sock.setblocking(False)
     except OSError:
@@ -116,16 +138,16 @@ class Responder:
         burst_interval_s: float = DEFAULT_BURST_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._burst_count = burst_count
-        self._burst_interval_s = burst_interval_s
         self._clock = clock
         self._lock = threading.RLock()
         self._interfaces: dict[str, _Interface] = {}
         self._counters: dict[tuple[str, str], IpCounters] = {}
-        # (due, seq, ip, interface, generation): pending burst announcements
-        self._bursts: list[tuple[float, int, IPAddress, str, int]] = []
-        self._generation: dict[tuple[IPAddress, str], int] = {}
-        self._seq = 0
+        self._schedule = pacing.AnnouncementSchedule(repeats=burst_count, repeat_interval_s=burst_interval_s)
+        # (interface, IP version) -> time of the last change, for filters to rebuild once the
+        # batch is over; and those that pass every request meanwhile (loosened by a gain)
+        self._stale_filters: dict[tuple[str, int], float] = {}
+        self._loose: set[tuple[str, int]] = set()
+        self.problems: Counter[str] = Counter()  # failures outside any one frame, by kind
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -150,12 +172,7 @@ class Responder:
                 raise
             mac = arp.getsockname()[4][:6]
             index = socket.if_nametoindex(name)
-            mld: socket.socket | None
-            try:
-                mld = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            except OSError:
-                mld = None
-            iface = _Interface(name=name, index=index, mac=mac, arp=arp, ndp=ndp, mld=mld, local=frozenset(local_addresses))
+            iface = _Interface(name=name, index=index, mac=mac, arp=arp, ndp=ndp, local=frozenset(local_addresses))
             self._interfaces[name] = iface
             self._selector.register(arp, selectors.EVENT_READ, (name, 4))
             self._selector.register(ndp, selectors.EVENT_READ, (name, 6))
@@ -169,12 +186,16 @@ class Responder:
             if iface is None:
                 return
             for ip in iface.owned:
-                self._generation[(ip, name)] = self._generation.get((ip, name), 0) + 1
+                self._schedule.cancel(ip, name)
+            self._schedule.drop_interface(name)
+            for version in (4, 6):
+                self._stale_filters.pop((name, version), None)
+                self._loose.discard((name, version))
             for sock in (iface.arp, iface.ndp):
                 self._selector.unregister(sock)
                 sock.close()
-            if iface.mld is not None:
-                iface.mld.close()
+            for sock in iface.mld:
+                sock.close()
         self._wake()
 
     def interfaces(self) -> dict[str, str]:
@@ -206,13 +227,13 @@ class Responder:
             if ip in iface.owned:
                 return True
             iface.owned.add(ip)
-            key = (ip, interface)
-            generation = self._generation.get(key, 0) + 1
-            self._generation[key] = generation
-            self._refilter(iface, ip.version)
+            if len(iface.owned) <= SYNC_REFILTER_MAX_TARGETS:  # both families: O(1), and close enough
+                self._refilter(iface, ip.version)
+            else:
+                self._loosen(iface, ip.version)
             if ip.version == 6:
                 self._join(iface, ip)
-            self._announce_burst(iface, ip, generation)
+            self._schedule.announce(ip, interface, now_s=self._clock())
         self._wake()
         return True
 
@@ -224,20 +245,9 @@ class Responder:
             iface = self._interfaces.get(interface)
             if iface is None or ip not in iface.owned:
                 return False
-            key = (ip, interface)
-            generation = self._generation.get(key, 0) + 1
-            self._generation[key] = generation
-            self._announce_burst(iface, ip, generation)
+            self._schedule.announce(ip, interface, now_s=self._clock())
         self._wake()
         return True
-
-    def _announce_burst(self, iface: _Interface, ip: IPAddress, generation: int) -> None:
-        """One announcement now and `burst_count` more later, tagged with `generation`."""
-        self._announce(iface, ip)
-        now = self._clock()
-        for n in range(1, self._burst_count + 1):
-            self._seq += 1
-            heapq.heappush(self._bursts, (now + n * self._burst_interval_s, self._seq, ip, iface.name, generation))
 
     def lose(self, ip: IPAddress, interface: str) -> None:
         """Stop answering for `ip` on `interface` at once; pending announcements are cancelled."""
@@ -248,11 +258,23 @@ class Responder:
 
     def _lose_locked(self, iface: _Interface, ip: IPAddress) -> None:
         iface.owned.discard(ip)
-        key = (ip, iface.name)
-        self._generation[key] = self._generation.get(key, 0) + 1
-        self._refilter(iface, ip.version)
+        self._schedule.cancel(ip, iface.name)
+        if len(iface.owned) < SYNC_REFILTER_MAX_TARGETS and (iface.name, ip.version) not in self._stale_filters:
+            self._refilter(iface, ip.version)
+        else:  # the filter passes a superset meanwhile; Python drops what is not owned
+            self._stale_filters[(iface.name, ip.version)] = self._clock()
         if ip.version == 6:
             self._leave(iface, ip)
+
+    def filters_pending(self) -> int:
+        """Filters still loose or wide after a batch of gains or losses (0: all tight)."""
+        with self._lock:
+            return len(self._stale_filters)
+
+    def where(self, ip: IPAddress) -> tuple[str, ...]:
+        """The interfaces `ip` is owned on (cost: one look-up per open interface)."""
+        with self._lock:
+            return tuple(sorted(name for name, i in self._interfaces.items() if ip in i.owned))
 
     def owned(self) -> set[tuple[IPAddress, str]]:
         with self._lock:
@@ -306,9 +328,9 @@ class Responder:
 
     def _step(self) -> None:
         with self._lock:
-            timeout = None
-            if self._bursts:
-                timeout = max(0.0, self._bursts[0][0] - self._clock())
+            self._refilter_stale()
+            timeouts = [t for t in (self._schedule.next_s(self._clock()), self._quiet_in_s()) if t is not None]
+            timeout = min(timeouts) if timeouts else None
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 try:
@@ -319,7 +341,7 @@ class Responder:
                 continue
             name, version = key.data
             self._drain(key.fileobj, name, version)  # type: ignore[arg-type]
-        self._due_bursts()
+        self._send_due()
 
     def _drain(self, sock: socket.socket, name: str, version: int) -> None:
         for _ in range(RECV_BATCH):
@@ -345,15 +367,13 @@ class Responder:
                     log.exception("handling a frame on %s failed", name)
                     self._count("*", name).drops["internal_error"] += 1
 
-    def _due_bursts(self) -> None:
+    def _send_due(self) -> None:
         with self._lock:
-            now = self._clock()
-            while self._bursts and self._bursts[0][0] <= now:
-                _, _, ip, name, generation = heapq.heappop(self._bursts)
+            self._refilter_stale()
+            for ip, name in self._schedule.due(self._clock()):
                 iface = self._interfaces.get(name)
-                if iface is None or ip not in iface.owned or self._generation.get((ip, name)) != generation:
-                    continue  # lost, or gained again (that gain has its own burst)
-                self._announce(iface, ip)
+                if iface is not None and ip in iface.owned:
+                    self._announce(iface, ip)  # type: ignore[arg-type]
 
     # ----- frames -----------------------------------------------------------------------------
 
@@ -426,13 +446,43 @@ class Responder:
 
     # ----- kernel filters and multicast membership --------------------------------------------
 
+    def _loosen(self, iface: _Interface, version: int) -> None:
+        """Mid-batch: pass every request of the family until the batch is over."""
+        key = (iface.name, version)
+        if key not in self._loose:
+            program = bpf.arp_request_filter() if version == 4 else bpf.neighbor_solicitation_filter()
+            attach_filter(iface.arp if version == 4 else iface.ndp, program)
+            self._loose.add(key)
+        self._stale_filters[key] = self._clock()
+
+    def _quiet_in_s(self) -> float | None:
+        """Seconds until the oldest loosened filter's batch is over."""
+        if not self._stale_filters:
+            return None
+        return max(0.0, min(self._stale_filters.values()) + BATCH_QUIET_S - self._clock())
+
+    def _refilter_stale(self) -> None:
+        now = self._clock()
+        for (name, version), changed_s in sorted(self._stale_filters.items()):
+            if now - changed_s < BATCH_QUIET_S:
+                continue
+            iface = self._interfaces.get(name)
+            if iface is not None:
+                self._refilter(iface, version)
+            else:
+                self._stale_filters.pop((name, version), None)
+                self._loose.discard((name, version))
+
     def _refilter(self, iface: _Interface, version: int) -> None:
+        """The tight filter for what `iface` owns now (the only place that builds a cover)."""
+        self._stale_filters.pop((iface.name, version), None)
+        self._loose.discard((iface.name, version))
         if version == 4:
             targets4 = [ip for ip in iface.owned if isinstance(ip, ipaddress.IPv4Address)]
-            _attach(iface.arp, bpf.arp_request_filter(targets4))
+            attach_filter(iface.arp, bpf.arp_request_filter(targets4))
         else:
             targets6 = [ip for ip in iface.owned if isinstance(ip, ipaddress.IPv6Address)]
-            _attach(iface.ndp, bpf.neighbor_solicitation_filter(targets6))
+            attach_filter(iface.ndp, bpf.neighbor_solicitation_filter(targets6))
 
     def _join(self, iface: _Interface, ip: ipaddress.IPv6Address) -> None:
         group = packets.solicited_node_address(ip)
@@ -457,11 +507,42 @@ class Responder:
         try:
             iface.ndp.setsockopt(SOL_PACKET, option, mreq)
         except OSError as err:
-            log.warning("packet membership %s %s on %s failed: %s", "join" if join else "leave", group, iface.name, err)
-        if iface.mld is not None:
-            ipv6_mreq = group.packed + struct.pack("@I", iface.index)
-            option = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+            self._problem("packet_membership_failed", f"packet membership {group} on {iface.name}: {err}")
+        ipv6_mreq = group.packed + struct.pack("@I", iface.index)
+        if not join:
+            sock = iface.mld_of.pop(group, None)
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, ipv6_mreq)
+                except OSError as err:
+                    self._problem("mld_leave_failed", f"MLD leave {group} on {iface.name}: {err}")
+            return
+        if iface.mld:
             try:
-                iface.mld.setsockopt(socket.IPPROTO_IPV6, option, ipv6_mreq)
+                iface.mld[-1].setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ipv6_mreq)
+                iface.mld_of[group] = iface.mld[-1]
+                return
             except OSError as err:
-                log.warning("MLD %s %s on %s failed: %s", "join" if join else "leave", group, iface.name, err)
+                if err.errno not in (errno.ENOMEM, errno.ENOBUFS):  # not "this socket is full"
+                    self._problem("mld_join_failed", f"MLD join {group} on {iface.name}: {err}")
+                    return
+        try:
+            fresh = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        except OSError as err:  # IPv6 off on this node
+            self._problem("mld_join_failed", f"MLD join {group} on {iface.name}: {err}")
+            return
+        try:
+            fresh.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, ipv6_mreq)
+        except OSError as err:
+            fresh.close()
+            self._problem("mld_join_failed", f"MLD join {group} on {iface.name}: {err}")
+            return
+        iface.mld.append(fresh)
+        iface.mld_of[group] = fresh
+
+    def _problem(self, kind: str, message: str) -> None:
+        """Count a failure; log the first of each kind and then every 1 000th (a takeover of
+        thousands of VIPs must not write thousands of lines while it runs)."""
+        self.problems[kind] += 1
+        if self.problems[kind] % 1000 == 1:
+            log.warning("%s (%s so far): %s", kind, self.problems[kind], message)

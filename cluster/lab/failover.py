@@ -11,6 +11,9 @@ Graceful trials make the announcing speaker leave on purpose (what a drain or a 
 the selector does) and measure the handover the same way.
 
 Prints one JSON object: per family p50_s, p99_s (nearest rank), max_s and every sample.
+
+With `--vips N` it measures a mass failover instead (cluster/lab/failover_many.py): N VIPs
+owned by one node out of `--total-vips`, the node killed, the client's time to reach each.
 """
 
 from __future__ import annotations
@@ -188,10 +191,27 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
 @click.option("--mode", type=click.Choice(["kill", "link"]), default="kill", show_default=True)
 @click.option("--graceful-trials", default=6, show_default=True, type=click.IntRange(0, 100))
 @lab_name_option("fo")
+@click.option("--vips", default=0, type=click.IntRange(0, 30_000),
+              help="mass failover: this many VIPs on the killed node (kill mode, IPv6, NDP client check)")
+@click.option("--total-vips", default=10_000, show_default=True, type=click.IntRange(1, 30_000),
+              help="with --vips: VIPs in the whole cluster")
 @click.option("--json", "as_json", is_flag=True, help="print only the JSON result")
-def command(trials: int, mode: str, graceful_trials: int, name: str, as_json: bool) -> None:
+def command(
+    trials: int, mode: str, graceful_trials: int, vips: int, total_vips: int, name: str, as_json: bool
+) -> None:  # fmt: skip
     """Measure client-observed failover in a lab of its own (needs root); removed afterwards."""
     log = (lambda _msg: None) if as_json else click.echo
+    if vips:
+        if vips > total_vips:
+            raise click.BadParameter(f"{vips} is more than --total-vips {total_vips}", param_hint="--vips")
+        from raylb.cluster.lab import failover_many  # noqa: PLC0415
+
+        try:
+            out = failover_many.run(name=name, vips=vips, total=total_vips, trials=trials, log=log)
+        except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(json.dumps(out, sort_keys=True))
+        return
     started = time.monotonic()
     try:  # a lab of that name that already runs is someone's: refused, and left alone
         lab = Lab.up(name=name, nodes=3, ray=True)

@@ -104,6 +104,14 @@ def head_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
     return argv
 
 
+#: What a speaker node leaves out (issue 13, `raylb bench footprint`). The log monitor only
+#: streams the workers' log files to drivers; the speakers' logs stay in the node's files.
+#: The dashboard agent and the runtime-env agent cannot go: Ray 2.60's raylet starts both
+#: itself, with no `ray start` option to skip them, and exits when either dies (measured by
+#: `raylb bench footprint --agents`).
+SPEAKER_NODE_TRIM = ("--include-log-monitor", "false")
+
+
 def node_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
     return [
         ray_binary(), "start",
@@ -115,6 +123,7 @@ def node_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
         "--labels", f"{NODE_LABEL}={host.name},{ROLE_LABEL}=node",
         "--resources", json.dumps({node_resource(host.name): 1}),
         "--disable-usage-stats",
+        *SPEAKER_NODE_TRIM,
     ]  # fmt: skip
 
 

@@ -181,10 +181,11 @@ def test_after_release_the_old_node_no_longer_answers(lab: Lab, harness, prober:
     assert speaker.command("placement")["placement"] == {}
 
 
-def test_unrelated_arp_flood_does_not_stop_answers(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
-    node = lab.nodes[0]
-    speaker = harness(node)
-    speaker.command(f"announce {VIP4}")
+def assert_flood_stays_in_the_kernel(
+    lab: Lab, prober: Prober, speaker: HarnessClient, *, node: Host, targets: list[IPv4Address], probes: int
+) -> None:  # fmt: skip
+    """A 20 000 frames/s unrelated ARP flood for 3 s: every probe of `targets` is answered by
+    `node`, and Python never saw an unowned request (the kernel filter dropped the flood)."""
     flood = lab.popen(
         lab.client,
         [sys.executable, "-m", "raylb.actors.speaker.probe", "flood", "--rate", "20000", "--seconds", "3"],
@@ -193,16 +194,45 @@ def test_unrelated_arp_flood_does_not_stop_answers(lab: Lab, harness, prober: Pr
     )
     try:
         time.sleep(0.3)  # let the flood ramp up before measuring (not a convergence wait)
-        answers = [prober.arp(VIP4, timeout_s=0.5) for _ in range(40)]
+        answers = [prober.arp(targets[n % len(targets)], timeout_s=0.5) for n in range(probes)]
         still_flooding = flood.poll() is None
     finally:
         out, _ = flood.communicate(timeout=10)
     assert still_flooding, "the flood ended before the probes did; the test proved nothing"
     assert all(a.macs == (node.mac,) for a in answers), [a for a in answers if not a.macs]
     assert int(json.loads(out)["sent"]) > 20_000
-    # The kernel filter dropped the flood: Python never saw an unowned request.
     unattributed = speaker.counters().get("*@eth0", {"drops": {}})
-    assert unattributed["drops"].get("not_owned", 0) == 0
+    assert unattributed["drops"].get("not_owned", 0) == 0, "the flood reached Python"
+
+
+def test_unrelated_arp_flood_does_not_stop_answers(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
+    node = lab.nodes[0]
+    speaker = harness(node)
+    speaker.command(f"announce {VIP4}")
+    assert_flood_stays_in_the_kernel(lab, prober, speaker, node=node, targets=[VIP4], probes=40)
+
+
+SCATTERED_FIRST = IPv4Address("198.18.64.0")  # pod-network space: unused by this lab, allowed
+SCATTERED_COUNT, SCATTERED_STEP = 3000, 3  # every third address: nothing collapses, so the cover merges
+
+
+def test_unrelated_flood_is_dropped_in_the_kernel_with_3000_targets(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
+    """Past what an exact filter holds (~2 500 scattered IPv4 targets), the kernel still drops
+    the flood: the filter matches a merged prefix cover, and Python sees no unowned request."""
+    node = lab.nodes[0]
+    speaker = harness(node)
+    placed = speaker.command(f"announce-range {SCATTERED_FIRST} {SCATTERED_COUNT} {SCATTERED_STEP} eth0", timeout_s=60)
+    assert placed == {"ok": True, "placed": SCATTERED_COUNT}
+    owned = [SCATTERED_FIRST + SCATTERED_STEP * n for n in (0, 1, 1500, SCATTERED_COUNT - 1)]
+    for vip in owned:
+        wait_for(lambda vip=vip: prober.arp(vip, timeout_s=0.2).macs == (node.mac,), what=f"answers for {vip}")
+    # the tight cover replaces the batch's loose filter once the gains have paused
+    wait_for(lambda: speaker.command("filters")["pending"] == 0, what="the tight filter")
+    assert_flood_stays_in_the_kernel(lab, prober, speaker, node=node, targets=owned, probes=20)
+    # Between two owned targets, inside the merged cover: the kernel lets it through, Python
+    # checks ownership and stays silent.
+    assert prober.arp(SCATTERED_FIRST + 1, timeout_s=0.3, collect=True).macs == ()
+    wait_for(lambda: speaker.counters()["*@eth0"]["drops"].get("not_owned", 0) >= 1, what="the exact check in Python")
 
 
 def test_interface_selection_follows_the_link(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
@@ -275,3 +305,17 @@ def test_solicited_node_group_is_joined_on_gain_and_left_on_loss(lab: Lab, harne
     wait_for(lambda: group in memberships() and mac in memberships(), what=f"membership of {group}")
     speaker.command(f"withdraw {VIP6}")
     wait_for(lambda: group not in memberships() and mac not in memberships(), what=f"leaving {group}")
+
+
+def test_thousands_of_ipv6_vips_join_every_solicited_node_group(lab: Lab, harness, prober: Prober) -> None:  # type: ignore[no-untyped-def]
+    """One MLD socket holds a bounded number of groups (its option memory; ENOMEM past it);
+    the responder opens another, so the last of 3 000 VIPs is joined and answered."""
+    node = lab.nodes[0]
+    speaker = harness(node)
+    first, count = IPv6Address("2001:db8:18::1:1000"), 3000
+    assert speaker.command(f"announce-range {first} {count} 1 eth0", timeout_s=60) == {"ok": True, "placed": count}
+    last = first + count - 1
+    group = str(packets.solicited_node_address(last))
+    wait_for(lambda: group in lab.run(node, ["ip", "maddr", "show", "dev", node.ifname]).stdout, what=f"MLD membership of {group}")
+    for vip in (first, last):
+        wait_for(lambda vip=vip: prober.ns(vip, timeout_s=0.2).macs == (node.mac,), what=f"answers for {vip}")

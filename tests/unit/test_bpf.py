@@ -26,9 +26,15 @@ OWNED_V6 = [IPv6Address("2001:db8:18::1:10"), IPv6Address("2001:db8:18::1:11")]
 
 def run(program: list[bpf.Instruction], frame: bytes, *, pkttype: int = PACKET_BROADCAST) -> int:
     """Evaluate a classic BPF program; returns the number of bytes accepted (0 = dropped)."""
+    return execute(program, frame, pkttype=pkttype)[0]
+
+
+def execute(program: list[bpf.Instruction], frame: bytes, *, pkttype: int = PACKET_BROADCAST) -> tuple[int, int]:
+    """(bytes accepted, instructions executed) for one frame."""
     accumulator = 0
     pc = 0
-    for _ in range(len(program) + 1):  # no backward jumps exist, so this bounds any run
+    for steps in range(1, len(program) + 2):  # no backward jumps exist, so this bounds any run
+        assert 0 <= pc < len(program), f"jumped to {pc}, outside the program"
         code, jt, jf, k = program[pc]
         if code in (bpf.LD_W_ABS, bpf.LD_H_ABS, bpf.LD_B_ABS):
             if code == bpf.LD_W_ABS and k == (bpf.SKF_AD_OFF + bpf.SKF_AD_PKTTYPE) & 0xFFFFFFFF:
@@ -36,13 +42,20 @@ def run(program: list[bpf.Instruction], frame: bytes, *, pkttype: int = PACKET_B
             else:
                 size = {bpf.LD_W_ABS: 4, bpf.LD_H_ABS: 2, bpf.LD_B_ABS: 1}[code]
                 if k + size > len(frame):
-                    return 0  # the kernel drops a frame when a load runs past its end
+                    return 0, steps  # the kernel drops a frame when a load runs past its end
                 accumulator = int.from_bytes(frame[k : k + size], "big")
+            pc += 1
+        elif code == bpf.AND_K:
+            accumulator &= k
             pc += 1
         elif code == bpf.JEQ_K:
             pc += 1 + (jt if accumulator == k else jf)
+        elif code == bpf.JGE_K:
+            pc += 1 + (jt if accumulator >= k else jf)
+        elif code == bpf.JA:
+            pc += 1 + k
         elif code == bpf.RET_K:
-            return min(k, len(frame))
+            return min(k, len(frame)), steps
         else:
             raise AssertionError(f"instruction 0x{code:02x} not understood by the test interpreter")
     raise AssertionError("program ran off its end")
@@ -52,8 +65,10 @@ def well_formed(program: list[bpf.Instruction]) -> None:
     assert 0 < len(program) <= bpf.MAX_INSTRUCTIONS
     for pc, (code, jt, jf, k) in enumerate(program):
         assert 0 <= jt <= 255 and 0 <= jf <= 255 and 0 <= k <= 0xFFFFFFFF
-        if code == bpf.JEQ_K:
+        if code in (bpf.JEQ_K, bpf.JGE_K):
             assert pc + 1 + max(jt, jf) < len(program), f"jump at {pc} leaves the program"
+        if code == bpf.JA:
+            assert pc + 1 + k < len(program), f"ja at {pc} leaves the program"
     assert program[-1][0] == bpf.RET_K, "the last instruction must return"
     assert len(bpf.pack(program)) == 8 * len(program)
 
@@ -141,22 +156,61 @@ def test_accepted_frames_are_kept_whole() -> None:
     assert run(PROGRAMS["ns-owned"], frame) == len(frame)
 
 
-def test_past_the_instruction_limit_the_target_test_is_left_to_python() -> None:
-    many_v4 = [IPv4Address(int(IPv4Address("10.0.0.0")) + n) for n in range(bpf.MAX_TARGETS_ARP + 1)]
-    many_v6 = [IPv6Address(int(IPv6Address("2001:db8:18::1:0")) + n) for n in range(bpf.MAX_TARGETS_NS + 1)]
-    for program in (bpf.arp_request_filter(many_v4), bpf.neighbor_solicitation_filter(many_v6)):
-        well_formed(program)
-        assert run(program, arp_request(IPv4Address("198.18.0.64"))) or run(program, ns(IPv6Address("2001:db8:18::5")))
+def spread_v4(count: int, *, step: int = 3) -> list[IPv4Address]:
+    """`count` IPv4 targets, every `step`-th address from 198.18.64.0: no two collapse."""
+    return [IPv4Address(int(IPv4Address("198.18.64.0")) + step * n) for n in range(count)]
 
 
-def test_largest_target_lists_fit_the_kernel_limit() -> None:
-    v4 = [IPv4Address(int(IPv4Address("10.0.0.0")) + n) for n in range(bpf.MAX_TARGETS_ARP)]
-    v6 = [IPv6Address(int(IPv6Address("2001:db8:18::1:0")) + n) for n in range(bpf.MAX_TARGETS_NS)]
+def spread_v6(count: int, *, step: int = 3) -> list[IPv6Address]:
+    return [IPv6Address(int(IPv6Address("2001:db8:18::1:0")) + step * n) for n in range(count)]
+
+
+@pytest.mark.parametrize("count", [2_000, 3_000, 10_000, 65_536])
+def test_any_number_of_targets_fits_and_every_owned_target_passes(count: int) -> None:
+    v4, v6 = spread_v4(count), spread_v6(count)
     arp, nd = bpf.arp_request_filter(v4), bpf.neighbor_solicitation_filter(v6)
     well_formed(arp)
     well_formed(nd)
-    assert run(arp, arp_request(v4[-1])) and not run(arp, arp_request(IPv4Address("10.255.0.0")))
-    assert run(nd, ns(v6[-1])) and not run(nd, ns(IPv6Address("2001:db8:18::2:0")))
+    for i in (0, 1, count // 2, count - 1):
+        assert run(arp, arp_request(v4[i])) and run(nd, ns(v6[i]))
+
+
+@pytest.mark.parametrize("count", [3_000, 10_000])
+def test_past_exact_fit_an_unrelated_flood_is_still_dropped(count: int) -> None:
+    """The flood of the lab tests (198.18.0.64-127) and NS for another /112 stay in the kernel."""
+    arp, nd = bpf.arp_request_filter(spread_v4(count)), bpf.neighbor_solicitation_filter(spread_v6(count))
+    assert not any(run(arp, arp_request(IPv4Address(f"198.18.0.{n}"))) for n in range(64, 128))
+    assert not run(nd, ns(IPv6Address("2001:db8:18::2:0"))) and not run(nd, ns(IPv6Address("2001:db8:18::5")))
+
+
+@pytest.mark.parametrize(
+    ("targets", "budget", "exact"),
+    [
+        # (targets as offsets from 198.18.64.0, instruction budget, does the cover hold only them?)
+        (range(0, 256), bpf.MAX_INSTRUCTIONS, True),  # one /24: one prefix
+        (range(0, 3000), bpf.MAX_INSTRUCTIONS, True),  # a range: a handful of aligned blocks
+        (range(0, 6000, 3), bpf.MAX_INSTRUCTIONS, True),  # 2 000 scattered: fits exactly
+        (range(0, 9000, 3), bpf.MAX_INSTRUCTIONS, False),  # 3 000 scattered: merged
+        (range(0, 150, 3), 64, False),  # 50 scattered in a 64-instruction budget: merged
+    ],
+)
+def test_cover_is_exact_while_it_fits_and_merged_beyond(targets: range, budget: int, exact: bool) -> None:
+    base = int(IPv4Address("198.18.64.0"))
+    owned = {base + n for n in targets}
+    program = bpf.arp_request_filter((IPv4Address(a) for a in owned), budget=budget)
+    assert len(program) <= budget
+    well_formed(program)
+    probe = range(base - 8, base + max(targets) + 8)
+    passed = {a for a in probe if run(program, arp_request(IPv4Address(a)))}
+    assert owned <= passed
+    assert (passed == owned) is exact
+
+
+@pytest.mark.parametrize("target", ["198.18.0.64", "198.18.64.0", "198.18.100.1", "198.18.255.255"])
+def test_a_frame_runs_a_few_dozen_instructions_not_one_per_target(target: str) -> None:
+    """The search is a tree: hits and misses with 10 000 targets cost O(log n) instructions."""
+    _, steps = execute(bpf.arp_request_filter(spread_v4(10_000)), arp_request(IPv4Address(target)))
+    assert steps < 60, steps
 
 
 @settings(max_examples=100, deadline=None)
