@@ -66,17 +66,24 @@ class NodeAnnouncer:
     def __init__(self) -> None:
         self.responder = Responder()
         self.announcements = Announcements(self.responder)
+        self._held: set[IPAddress] = set()
         self.responder.start()
         self.announcements.start()
 
     def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
         placed = self.announcements.announce(ip, interfaces=interfaces or None)
+        self._held.add(ip)
         if not placed:
             # Kept as wanted: the link watcher places it as soon as a suitable interface appears.
             log.warning("%s has no suitable interface on this node yet (asked for %s)", ip, list(interfaces) or "auto")
 
     def withdraw(self, ip: IPAddress) -> None:
         self.announcements.withdraw(ip)
+        self._held.discard(ip)
+
+    def unplaced(self) -> frozenset[IPAddress]:
+        """IPs held but on no interface: this node has no usable interface for them."""
+        return frozenset(self._held - set(self.announcements.placement()))
 
     def reannounce(self, ip: IPAddress) -> None:
         self.announcements.reannounce(ip)
@@ -131,7 +138,8 @@ class Speaker:
         return self.core.push(snapshot)
 
     def status(self) -> dict[str, Any]:
-        status = self.core.status()
+        status = self.core.status(no_interface=self._announcer.unplaced())
+        status["unplaced"] = sorted(str(ip) for ip in self._announcer.unplaced())
         status.update(pid=os.getpid(), address=self.node_address, loop_errors=dict(self.errors),
                       loop_running=self._loop_thread.is_alive())  # fmt: skip
         return status
@@ -148,6 +156,15 @@ class Speaker:
                 self._announcer.stop()
                 self._transport.close()
         return self.status()
+
+    def explain(self, service: str, no_interface: Mapping[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        """Why each node does (not) announce each IP of `service` ("namespace/name"), as this
+        speaker sees it; `no_interface`: what other speakers reported unplaced (node -> IPs)."""
+        from raylb.explain import for_service  # noqa: PLC0415
+
+        unplaced = {n: frozenset(ipaddress.ip_address(i) for i in ips) for n, ips in (no_interface or {}).items()}
+        unplaced[self.node_name] = self._announcer.unplaced()
+        return [e.to_dict() for e in for_service(self.core.explain(no_interface=unplaced), service)]
 
     def node_dead(self, node_name: str) -> None:
         """Ray's node table says `node_name` died: the second, slower signal, relayed by the

@@ -52,6 +52,7 @@ from typing import Any, Protocol
 
 from raylb import wire
 from raylb.election import Handover, Interfaces, diff, owned_ips
+from raylb.explain import IPExplanation, explain
 from raylb.membership import NO_CHANGE, Changes, Membership
 from raylb.pools import IPAddress
 from raylb.snapshot import EMPTY, Snapshot
@@ -122,6 +123,7 @@ class SpeakerCore:
         self._left = False
         self._now_s = 0.0
         self.counts: Counter[str] = Counter()
+        self._explained: tuple[tuple[Any, ...], dict[IPAddress, IPExplanation]] | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -202,7 +204,18 @@ class SpeakerCore:
         with self._lock:
             return dict(self._applied)
 
-    def status(self) -> dict[str, Any]:
+    def explain(self, *, no_interface: Mapping[str, frozenset[IPAddress]]) -> dict[IPAddress, IPExplanation]:
+        """Every snapshot IP, every node's verdict, as this speaker sees it (`raylb.explain`);
+        `no_interface`: node -> IPs it holds but cannot place on a usable interface."""
+        with self._lock:
+            inputs = (self._snapshot, self.membership.alive(), tuple(sorted(no_interface.items())))
+            if self._explained is None or self._explained[0] != inputs:  # status is polled; elections are rare
+                why = explain(snapshot=inputs[0], alive=inputs[1], no_interface=no_interface)
+                self._explained = (inputs, why)
+            return self._explained[1]
+
+    def status(self, *, no_interface: frozenset[IPAddress] = frozenset()) -> dict[str, Any]:
+        why = self.explain(no_interface={self.node: no_interface})
         with self._lock:
             now_s = self._now_s
             try:
@@ -230,6 +243,8 @@ class SpeakerCore:
                 "wanted": {str(ip): list(ifaces) for ip, ifaces in sorted(self._wanted.items(), key=_ip_key)},
                 "counts": dict(self.counts),
                 "responder": counters,
+                # why this node does (not) announce each IP of the snapshot
+                "why": {str(ip): v.text for ip, e in sorted(why.items(), key=_ip_key) if (v := e.of(self.node))},
             }
 
     # ------------------------------------------------------------------ internals

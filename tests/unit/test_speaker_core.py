@@ -444,3 +444,25 @@ def test_next_wakeup_is_the_next_heartbeat_or_death_deadline() -> None:
     wakeup = cluster.speakers["node1"].next_wakeup_s()
     assert wakeup is not None
     assert cluster.now_s < wakeup <= cluster.now_s + HEARTBEAT_INTERVAL_S
+
+
+def test_status_tells_why_this_node_does_not_announce_each_ip() -> None:
+    cluster = Cluster()
+    cluster.push(make_snapshot())
+    cluster.run(1.0)
+    victim = expected(VIPS[0], NODES)
+    cluster.stopped.add(victim)
+    cluster.run(DEAD_AFTER_S + 4 * LOOP_S)
+    survivors = [n for n in NODES if n != victim]
+    for name in survivors:
+        why = cluster.speakers[name].status(no_interface=frozenset({VIPS[1]}))["why"]
+        assert set(why) == {str(v) for v in VIPS}
+        for vip in VIPS:
+            if vip == VIPS[1]:
+                assert why[str(vip)] == "not eligible: no usable interface for the IP on this node"
+            elif expected(vip, survivors) == name:
+                assert why[str(vip)] == "announcer", vip
+            else:
+                assert why[str(vip)] == f"outranked by node {expected(vip, survivors)}", vip
+    other = cluster.speakers[survivors[0]].explain(no_interface={})[VIPS[0]].of(victim)
+    assert other is not None and other.text == "not alive"
