@@ -157,6 +157,9 @@ class OperatorCore:
     _unsynced_report: tuple[tuple[rc.SourceError, ...], datetime] | None = None
     _pool: ThreadPoolExecutor | None = None
     _service_views: rc.ServiceViews = field(default_factory=rc.ServiceViews)
+    _undeployed_told: frozenset[str] = frozenset()  # Services told raylb is not deployed
+    _unannounced: dict[str, str] = field(default_factory=dict)  # Services told nobody may announce them
+    _unannounced_version: int = -1  # the snapshot version those were judged on
 
     def step(self, *, timeout_s: float = POLL_S) -> None:
         """One round: take changes (waiting up to timeout_s), then reconcile. Never raises."""
@@ -183,9 +186,11 @@ class OperatorCore:
         if system.metallb is None:
             self._report_unsynced(source_errors, now)
             self._teardown()
+            self._tell_undeployed()
             return
         metallb = system.metallb
         self.deployed = True
+        self._undeployed_told = frozenset()
         config = rc.read_config(self.world, operator_namespace=self.operator_namespace)
         self._apply(rc.pool_condition_writes(self.world, config, operator_namespace=self.operator_namespace, now=now))
         failed = self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
@@ -196,6 +201,7 @@ class OperatorCore:
         self._valid_requests = rc.valid_requests(views, previous=self._valid_requests)
         requests = rc.allocation_requests(views, valid=self._valid_requests)
         outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
+        outcomes = rc.name_invalid_pools(outcomes, requests=requests, config=config)
         writes: list[rc.Write] = []
         for key, view in views.items():
             writes += rc.service_writes(
@@ -232,6 +238,11 @@ class OperatorCore:
         if not rc.same_content(candidate, self.snapshot) or held > self.snapshot.version:
             self.snapshot = candidate
         self.ray.push(self.snapshot, nodes)
+        if self.snapshot.version != self._unannounced_version:
+            writes, unannounced = rc.unannounced_events(self.snapshot, told=self._unannounced)
+            failed = {ref.key for ref in self._apply(writes)}  # told again next round
+            self._unannounced = {k: m for k, m in unannounced.items() if k not in failed}
+            self._unannounced_version = -1 if failed else self.snapshot.version
 
         announcers = self._announcers_from(statuses, views)
         failed = self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))
@@ -326,7 +337,13 @@ class OperatorCore:
                     out.setdefault(service.key, by_ip[str(ip)])
         return out
 
+    def _tell_undeployed(self) -> None:
+        writes = rc.not_deployed_events(self.world, operator_namespace=self.operator_namespace, told=self._undeployed_told)
+        failed = self._apply(writes)
+        self._undeployed_told |= {w.ref.key for w in writes if w.ref not in failed}
+
     def _teardown(self) -> None:
+        self._speaker_nodes = {}  # status lists no speaker that was removed
         if not self.deployed and not self.ray.speaker_names():
             return
         for name in sorted(self.ray.speaker_names()):
@@ -388,6 +405,9 @@ class OperatorCore:
             "services": len(self.snapshot.services),
             "speakers": sorted(self._speaker_nodes),
             "announcers": dict(self._announcers),
+            # Services without an IP, and why (the last refusal, or raylb not deployed)
+            "pending": {**{k: "raylb is not deployed (no MetalLB resource)" for k in self._undeployed_told},
+                        **self._last_error},  # fmt: skip
             "counters": self.counters.__dict__.copy(),
             # desired state the operator cannot read: persistent (reported as Degraded) ...
             "source_errors": {e.kind: f"{e.reason}: {e.message}" for e in self.source_errors},
