@@ -60,6 +60,37 @@ def test_local_policy_is_announced_only_from_the_node_with_an_endpoint(lab: Lab)
     assert system.services(lab)["default/local"]["node"] == "node3"
 
 
+def test_status_service_tells_each_node_its_rank_and_why_it_does_not_announce(lab: Lab) -> None:
+    import json  # noqa: PLC0415
+
+    [local] = json.loads(system.raylb(lab, "status", "--service", "default/local", "--json").stdout)
+    assert local["announcer"] == "node3"
+    reasons = {n["node"]: n["reason"] for n in local["nodes"]}
+    assert reasons == {"node1": "NO_LOCAL_ENDPOINT", "node2": "NO_LOCAL_ENDPOINT", "node3": "ANNOUNCER"}
+    assert sorted(n["rank"] for n in local["nodes"]) == [1, 2, 3]
+    text = system.raylb(lab, "status", "--service", "default/web").stdout
+    web = system.services(lab)["default/web"]
+    assert f"{web['ips'][0]} (announced by {web['node']})" in text
+    assert text.count(f"outranked by node {web['node']}") == 2, text
+
+
+def test_status_shows_a_service_without_an_ip_as_pending_with_the_reason(lab: Lab, tmp_path: Path) -> None:
+    manifest = tmp_path / "nowhere.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: nowhere, namespace: default, annotations: "
+        "{metallb.io/address-pool: nowhere}}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n"
+    )
+    system.apply(lab, manifest)
+    try:
+        line = system.wait_for(
+            lambda: next((l for l in system.raylb(lab, "status").stdout.splitlines() if l.startswith("default/nowhere")), None),
+            timeout_s=30, what="default/nowhere listed",
+        )  # fmt: skip
+        assert line.split()[1] == "<pending>" and "'nowhere'" in line and "does not exist" in line, line
+    finally:
+        system.raylb(lab, "delete", "Service", "nowhere")
+
+
 def test_operator_and_allocator_crashes_change_no_ip_and_announcements_continue(lab: Lab) -> None:
     before = system.services(lab)
     web = before["default/web"]
