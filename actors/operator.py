@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,9 +26,11 @@ from typing import Any, Protocol
 
 from raylb import reconcile as rc
 from raylb.actors.allocator import NotRestored, Outcome
+from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT, serve
 from raylb.desired import Change, Desired, Ref, Results, World
 from raylb.errors import Problem
 from raylb.ipam.request import ServiceRequest
+from raylb.metrics import Metric, OperatorFigures, operator_families
 from raylb.pools import Pool
 from raylb.snapshot import EMPTY, NodeInfo, Snapshot
 
@@ -160,14 +163,19 @@ class OperatorCore:
     _undeployed_told: frozenset[str] = frozenset()  # Services told raylb is not deployed
     _unannounced: dict[str, str] = field(default_factory=dict)  # Services told nobody may announce them
     _unannounced_version: int = -1  # the snapshot version those were judged on
+    figures: OperatorFigures = field(default_factory=OperatorFigures)  # for metrics
 
     def step(self, *, timeout_s: float = POLL_S) -> None:
         """One round: take changes (waiting up to timeout_s), then reconcile. Never raises."""
         try:
-            for change in self.desired.wait_changes(timeout_s=timeout_s):
+            changes = self.desired.wait_changes(timeout_s=timeout_s)
+            started_s = time.monotonic()
+            for change in changes:
                 self.world.apply(change)
+            self.figures.queue_depth = len(changes)
             if getattr(self.desired, "synced", True):
                 self.reconcile()
+                self.figures.round_s = time.monotonic() - started_s
             else:  # an incomplete world must not be acted on; only say why nothing happens
                 now = self.clock()
                 self._report_unsynced(self._track_source_errors(now), now)
@@ -192,6 +200,8 @@ class OperatorCore:
         self.deployed = True
         self._undeployed_told = frozenset()
         config = rc.read_config(self.world, operator_namespace=self.operator_namespace)
+        self.figures.config_loaded = self.figures.config_loaded or not config.problems
+        self.figures.config_stale = bool(config.problems)
         self._apply(rc.pool_condition_writes(self.world, config, operator_namespace=self.operator_namespace, now=now))
         failed = self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
         # A problem whose event could not be recorded is not remembered: it is told again next round.
@@ -375,10 +385,31 @@ class OperatorCore:
                     self.counters.write_failures += 1
                     self.counters.last_error = f"{type(write).__name__} {write.ref}: {error}"
                     log.warning("write failed: %s %s: %s", type(write).__name__, write.ref, error)
+                    self.figures.update_errors += 1
                     continue
                 self.counters.writes += 1
+                self.figures.updates += 1
+                self._time_to_ip(write)
                 _reflect(self.world, write)
         return frozenset(failed)
+
+    def _time_to_ip(self, write: rc.Write) -> None:
+        """A Service's first IP, written: how long since it was created (raylb_service_ip_seconds)."""
+        if not isinstance(write, rc.SetIngress) or not write.ips:
+            return
+        obj = self.world.get(write.ref) or {}
+        if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            return  # not its first IP
+        created = (obj.get("metadata") or {}).get("creationTimestamp")
+        try:
+            at = datetime.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return
+        self.figures.service_ip_s = max(0.0, (self.clock() - at).total_seconds())
+        self.figures.services_given_ip += 1
+
+    def metrics(self) -> list[Metric]:
+        return operator_families(self.figures)
 
     def _execute_all(self, writes: Sequence[rc.Write]) -> list[tuple[rc.Write, Exception | None]]:
         """Writes to one object, in order; one failure does not stop the ones after it."""
@@ -451,6 +482,11 @@ class OperatorSettings:
     operator_namespace: str = rc.OPERATOR_NAMESPACE
     source: str = "memory"  # "memory" (the store actor) or "kube" (a Kubernetes API server)
     kubeconfig: str | None = None  # with "kube": a kubeconfig path; None = in-cluster or $KUBECONFIG
+    # /metrics ports (raylb.actors.metrics_http; 0 = off): the operator's and the allocator's on
+    # the control node, each speaker's on its node address
+    metrics_port: int = OPERATOR_PORT
+    allocator_metrics_port: int = ALLOCATOR_PORT
+    speaker_metrics_port: int = SPEAKER_PORT
 
 
 def connect(settings: OperatorSettings) -> tuple[Desired, Results]:
@@ -481,12 +517,15 @@ class OperatorActor:
         logging.basicConfig(level=logging.INFO)
         self._settings = settings
         desired, results = connect(settings)
+        ray_ops = RayOps(allocator_metrics_port=settings.allocator_metrics_port,
+                         speaker_metrics_port=settings.speaker_metrics_port)  # fmt: skip
         self._core = OperatorCore(
-            desired=desired, results=results, ray=RayOps(), operator_namespace=settings.operator_namespace,
+            desired=desired, results=results, ray=ray_ops, operator_namespace=settings.operator_namespace,
             write_concurrency=KUBE_WRITE_CONCURRENCY if settings.source == "kube" else 1,
         )
         self._loop = OperatorLoop(self._core)
         self._loop.start()
+        self._metrics = serve(self._core.metrics, host="", port=settings.metrics_port)
 
     def status(self) -> dict[str, Any]:
         return self._core.status()

@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from raylb.actors.metrics_http import SPEAKER_PORT, serve
 from raylb.actors.ray_ops import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.actors.speaker.core import SpeakerCore
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
@@ -107,6 +108,7 @@ class Speaker:
         port: int = DEFAULT_PORT,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         dead_after_s: float = DEAD_AFTER_S,
+        metrics_port: int = SPEAKER_PORT,
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.node_name = node_name
@@ -129,6 +131,7 @@ class Speaker:
         self.core = SpeakerCore(membership=membership, transport=self._transport, announcer=self._announcer)
         self._loop_thread = threading.Thread(target=self._loop, name="raylb-speaker", daemon=True)
         self._loop_thread.start()
+        self._metrics = serve(self.core.metrics, host=node_address, port=metrics_port)  # on the node, as MetalLB's
         log.info("speaker %s started on %s:%d (pid %d)", node_name, node_address, port, os.getpid())
 
     # ------------------------------------------------------------------ Ray methods
@@ -193,7 +196,9 @@ class Speaker:
 # ---------------------------------------------------------------------- driver side
 
 
-def start_speaker(*, node_name: str, node_id: str, node_address: str, namespace: str = DEFAULT_NAMESPACE) -> Any:
+def start_speaker(
+    *, node_name: str, node_id: str, node_address: str, namespace: str = DEFAULT_NAMESPACE, metrics_port: int = SPEAKER_PORT
+) -> Any:
     """Create (or return the running) speaker of one Ray node: named `raylb-speaker-<node>`,
     detached, pinned to `node_id` for good (soft=False), never restarted elsewhere by Ray
     (max_restarts=0: the operator decides), and using no CPU slot."""
@@ -210,7 +215,7 @@ def start_speaker(*, node_name: str, node_id: str, node_address: str, namespace:
         max_restarts=0,
         num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-    ).remote(node_name=node_name, node_address=node_address)
+    ).remote(node_name=node_name, node_address=node_address, metrics_port=metrics_port)
 
 
 def find_speakers(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
