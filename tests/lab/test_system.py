@@ -91,6 +91,39 @@ def test_status_shows_a_service_without_an_ip_as_pending_with_the_reason(lab: La
         system.raylb(lab, "delete", "Service", "nowhere")
 
 
+def scrape(lab: Lab, host: object, port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """One /metrics scrape from the client namespace: name -> [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    status, body = lab.http_get(lab.client, host.ipv4, port=port, path="/metrics")  # type: ignore[attr-defined]
+    assert status == 200, body
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(body):
+        for sample in fam.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_every_process_serves_metallbs_metrics_and_they_agree_with_status(lab: Lab) -> None:
+    from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT  # noqa: PLC0415
+
+    status = system.status(lab)
+    services = {s["service"]: s for s in status["services"] if s["ips"]}
+    announced: dict[str, set[str]] = {}
+    for node in lab.nodes:
+        for labels, value in scrape(lab, node, SPEAKER_PORT).get("metallb_speaker_announced", []):
+            assert labels["node"] == node.name and labels["protocol"] == "layer2" and value == 1
+            announced.setdefault(labels["ip"], set()).add(node.name)
+    for key in SERVICES:
+        for ip in services[key]["ips"]:
+            assert announced.get(ip) == {services[key]["node"]}, (key, ip, announced.get(ip))
+    alloc = scrape(lab, lab.control, ALLOCATOR_PORT)
+    in_use = {labels["pool"]: value for labels, value in alloc["metallb_allocator_addresses_in_use_total"]}
+    assert in_use["doc-example"] == status["pools"]["doc-example"]["in_use"]
+    operator = scrape(lab, lab.control, OPERATOR_PORT)
+    assert operator["metallb_k8s_client_updates_total"][0][1] > 0
+
+
 def test_operator_and_allocator_crashes_change_no_ip_and_announcements_continue(lab: Lab) -> None:
     before = system.services(lab)
     web = before["default/web"]

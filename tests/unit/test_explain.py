@@ -13,6 +13,7 @@ from raylb.election import EXCLUDE_LABEL
 from raylb.explain import IPExplanation, Reason, explain, for_service, summary, unannounceable
 from raylb.selectors import LabelSelector
 from raylb.snapshot import Advertisement, NodeInfo, ServiceState, Snapshot
+from tests.unit.test_election import world as election_world
 from tests.unit.test_snapshot import NODE_NAMES, snapshots
 
 V4 = ipaddress.ip_address("198.18.0.10")
@@ -22,18 +23,10 @@ EVERYWHERE = Advertisement("l2", frozenset({"pool"}))
 ZONE_C = Advertisement("l2", frozenset({"pool"}), (LabelSelector(match_labels=(("zone", "c"),)),))
 
 
-def world(
-    *,
-    policy: str = "Cluster",
-    endpoint_nodes: frozenset[str] = frozenset(),
-    ready: bool = True,
-    ads: tuple[Advertisement, ...] = (EVERYWHERE,),
-    labels: dict[str, tuple[tuple[str, str], ...]] | None = None,
-) -> Snapshot:
-    labels = labels or {}
-    service = ServiceState("ns/web", (V4,), "pool", policy, endpoint_nodes, ready)
-    nodes = tuple(NodeInfo(n, labels.get(n, (("zone", n),))) for n in sorted(ALL))
-    return Snapshot(version=1, services=(service,), advertisements=ads, nodes=nodes)
+def world(*, labels: dict[str, tuple[tuple[str, str], ...]] | None = None, **kwargs: object) -> Snapshot:
+    """test_election's world, each node labelled zone=<its name> unless told otherwise."""
+    zones = {n: (("zone", n),) for n in ALL}
+    return election_world(labels={**zones, **(labels or {})}, **kwargs)[0]  # type: ignore[arg-type]
 
 
 def reasons(snapshot: Snapshot, alive: frozenset[str], no_interface: dict | None = None) -> dict[str, str]:

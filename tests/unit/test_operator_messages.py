@@ -31,20 +31,6 @@ def test_a_service_naming_a_pool_that_does_not_exist_is_still_told_so(system: Sy
     assert "'nowhere'" in failed.message and "does not exist" in failed.message
 
 
-def test_a_service_changed_to_cluster_ip_gets_an_event_when_it_loses_its_ip(system: System) -> None:
-    seed(system.cluster)
-    system.cluster.apply("Service", service("web"))
-    system.settle()
-    changed = service("web", annotations=system.annotations("web"), type="ClusterIP")
-    changed["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.128"}]}}
-    system.cluster.apply("Service", changed)
-    system.settle(rounds=5)
-    [released] = system.events("IPReleased")
-    assert released.ref == Ref("Service", "default", "web")
-    assert "198.18.0.128" in released.message and "ClusterIP" in released.message
-    assert system.ingress("web") == []
-
-
 def test_after_metallb_is_deleted_no_speaker_is_listed_and_a_new_service_hears_why_it_waits(system: System) -> None:
     seed(system.cluster)
     system.settle()
