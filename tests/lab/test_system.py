@@ -17,7 +17,7 @@ import pytest
 
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Lab, system
+from raylb.cluster.lab import Lab, prometheus, system
 from tests.lab.conftest import fixture_lab
 
 MANIFESTS = Path(__file__).parent / "manifests"
@@ -30,6 +30,7 @@ def lab() -> Iterator[Lab]:
     with fixture_lab(nodes=3, ray=True) as built:
         system.start(built, manifests=[system.EXAMPLES / "demo.yaml", system.EXAMPLES / "lab-nodes.yaml", MANIFESTS / "local.yaml"])
         system.wait_announced(built, SERVICES, timeout_s=90)
+        built.start_prometheus()
         yield built
 
 
@@ -124,6 +125,29 @@ def test_every_process_serves_metallbs_metrics_and_they_agree_with_status(lab: L
     assert operator["metallb_k8s_client_updates_total"][0][1] > 0
 
 
+def announced_by_prometheus(lab: Lab) -> dict[str, set[str]]:
+    """VIP -> nodes, from metallb_speaker_announced as Prometheus last scraped it."""
+    out: dict[str, set[str]] = {}
+    for r in prometheus.query(lab, "metallb_speaker_announced == 1"):
+        out.setdefault(r["metric"]["ip"], set()).add(r["metric"]["node"])
+    return out
+
+
+def test_prometheus_scrapes_every_endpoint_and_agrees_with_status(lab: Lab) -> None:
+    expected_targets = {f"{n.name}/raylb-speaker" for n in lab.nodes} | {"control/raylb-operator", "control/raylb-allocator"}
+    system.wait_for(lambda: prometheus.targets_up(lab) == dict.fromkeys(expected_targets, True), timeout_s=30,
+                    what="every raylb endpoint scraped")  # fmt: skip
+    status = system.status(lab)
+    in_use = status["pools"]["doc-example"]["in_use"]
+    query = 'metallb_allocator_addresses_in_use_total{pool="doc-example"}'
+    system.wait_for(lambda: [float(r["value"][1]) for r in prometheus.query(lab, query)] == [in_use], timeout_s=30,
+                    what=f"{query} == {in_use}")  # fmt: skip
+    services = {s["service"]: s for s in status["services"] if s["ips"]}
+    wanted = {ip: {services[k]["node"]} for k in SERVICES for ip in services[k]["ips"]}
+    system.wait_for(lambda: {ip: n for ip, n in announced_by_prometheus(lab).items() if ip in wanted} == wanted,
+                    timeout_s=30, what="metallb_speaker_announced: exactly the announcing node per VIP")  # fmt: skip
+
+
 def test_operator_and_allocator_crashes_change_no_ip_and_announcements_continue(lab: Lab) -> None:
     before = system.services(lab)
     web = before["default/web"]
@@ -150,6 +174,15 @@ def test_killing_the_announcing_node_moves_its_ip_and_the_node_gets_a_speaker_ag
             outage = takeover(run.stop(), event_s=killed_at)
         assert outage is not None and outage.before == victim and outage.after not in (None, victim)
         print(f"\nfailover {victim} -> {outage.after}: client-observed outage {outage.end_s - outage.start_s:.3f} s")
+        # Prometheus saw it: the VIP is now announced by the new node only, and the new node's
+        # speaker recorded how long it took to detect the death and that it took the VIP over.
+        system.wait_for(lambda: announced_by_prometheus(lab).get(vip) == {outage.after}, timeout_s=30,
+                        what=f"metallb_speaker_announced naming {outage.after} for {vip}")  # fmt: skip
+        detected = prometheus.query(lab, f'raylb_peer_failure_detection_seconds{{node="{outage.after}",peer="{victim}"}}')
+        handed = prometheus.query(lab, f'raylb_peer_handovers_total{{node="{outage.after}",peer="{victim}"}}')
+        assert len(detected) == 1 and float(detected[0]["value"][1]) > 0, detected
+        assert len(handed) == 1 and float(handed[0]["value"][1]) >= 1, handed
+        print(f"Prometheus: {outage.after} detected {victim}'s death after {float(detected[0]['value'][1]):.3f} s")
     finally:  # the machine comes back even when the takeover failed, so later tests see three nodes
         lab.restart_node(victim)
     system.wait_for(lambda: victim in system.speakers_alive(lab), timeout_s=90, what=f"speaker back on {victim}")
