@@ -5,9 +5,12 @@ watches, 409 conflicts). This module starts both processes with a fresh PKI, ran
 ports and a temporary data directory, hands out kubeconfigs (admin, and raylb's operator
 ServiceAccount with exactly the RBAC in deploy/rbac/), and stops everything by PID.
 
-There is no kubelet, scheduler or controller-manager: callers create Nodes, Services and
-EndpointSlices themselves. The ServiceAccount admission plugin is disabled because nothing
-would create the `default` ServiceAccount it requires for Pods.
+By default there is no kubelet, scheduler or controller-manager: callers create Nodes,
+Services and EndpointSlices themselves, and the ServiceAccount admission plugin is disabled
+because nothing would create the `default` ServiceAccount it requires for Pods. With
+`cluster=True` (the in-cluster lab, cluster/lab/kubecluster.py) the API server is configured
+for a cluster that has them: ServiceAccount admission, the `kubernetes` Service's endpoint,
+Node authorization for kubelets.
 
 By default both listen on loopback of the current network namespace; `raylb lab up` passes
 `netns=` and `bind_address=` to run them inside the lab's control namespace instead (etcd
@@ -132,9 +135,11 @@ class ControlPlane:
     """etcd + kube-apiserver processes and everything they need on disk."""
 
     def __init__(
-        self, *, binaries: Binaries, workdir: Path, endpoints: Endpoints, netns: str | None, outlive_caller: bool = False
-    ) -> None:
+        self, *, binaries: Binaries, workdir: Path, endpoints: Endpoints, netns: str | None,
+        outlive_caller: bool = False, cluster: bool = False,
+    ) -> None:  # fmt: skip
         self.binaries = binaries
+        self.cluster = cluster
         self.outlive_caller = outlive_caller
         self.workdir = workdir
         self.endpoints = endpoints
@@ -163,6 +168,7 @@ class ControlPlane:
         workdir: Path | None = None,
         ready_timeout_s: float = READY_TIMEOUT_S,
         outlive_caller: bool = False,
+        cluster: bool = False,
     ) -> ControlPlane:
         """Start etcd and kube-apiserver and return once /readyz answers 200."""
         binaries = binaries or ensure_binaries(lambda line: print(f"[provision] {line}", flush=True))
@@ -176,7 +182,10 @@ class ControlPlane:
         if bind_address != "127.0.0.1":
             ports[0] = next(p for p in _free_ports(bind_address, 3, netns) if p not in ports[1:])
         endpoints = Endpoints(bind_address, ports[0], ports[1], ports[2])
-        plane = cls(binaries=binaries, workdir=workdir, endpoints=endpoints, netns=netns, outlive_caller=outlive_caller)
+        plane = cls(
+            binaries=binaries, workdir=workdir, endpoints=endpoints, netns=netns,
+            outlive_caller=outlive_caller, cluster=cluster,
+        )  # fmt: skip
         if not outlive_caller:
             atexit.register(plane.stop)
         try:
@@ -234,6 +243,22 @@ class ControlPlane:
 
     def _apiserver_argv(self) -> list[str]:
         e, p = self.endpoints, self.pki
+        if self.cluster:
+            differences = [
+                "--authorization-mode=Node,RBAC",
+                # kubectl logs/exec reach kubelets as the admin (kubelets trust the cluster CA).
+                f"--kubelet-client-certificate={p.admin_cert}",
+                f"--kubelet-client-key={p.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ]
+        else:
+            differences = [
+                "--authorization-mode=RBAC",
+                # The `kubernetes` Service's endpoint would be the loopback advertise address,
+                # which Endpoints validation rejects (an error every 10 s); nothing dials it.
+                "--endpoint-reconciler-type=none",
+                "--disable-admission-plugins=ServiceAccount",
+            ]
         return [
             str(self.binaries.kube_apiserver),
             f"--etcd-servers={e.etcd_url}",
@@ -248,12 +273,8 @@ class ControlPlane:
             f"--service-account-key-file={p.sa_pub}",
             f"--service-account-signing-key-file={p.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGES}",
-            "--authorization-mode=RBAC",
             "--allow-privileged=true",
-            # The `kubernetes` Service's endpoint would be the loopback advertise address, which
-            # Endpoints validation rejects (an error every 10 s); nothing here dials it anyway.
-            "--endpoint-reconciler-type=none",
-            "--disable-admission-plugins=ServiceAccount",
+            *differences,
             "--profiling=false",
             "--v=1",
         ]
@@ -325,6 +346,12 @@ class ControlPlane:
         }
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         path.chmod(0o600)
+
+    def client_kubeconfig(self, path: Path, *, common_name: str, organization: str | None) -> Path:
+        """Write a kubeconfig for a client certificate (a kubelet's, kube-proxy's, ...)."""
+        cert, key = pki.client_certificate(pki=self.pki, common_name=common_name, organization=organization)
+        self._write_kubeconfig(path, user={"client-certificate-data": _b64(cert), "client-key-data": _b64(key)})
+        return path
 
     def admin_client(self) -> client.ApiClient:
         """An ApiClient with cluster-admin rights (O=system:masters)."""

@@ -31,6 +31,7 @@ and renamed into place, so a reader never sees half a cache.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -72,8 +73,12 @@ KUBERNETES_COMMANDS = {
     "coredns": "raylb.local/kubernetes-build/coredns",
 }
 COMPONENTS = ("etcd", *KUBERNETES_COMMANDS)
-# Binaries that answer --version; the KubeRay operator has no such flag (it answers --help).
-_NO_VERSION_FLAG = {"kuberay-operator": "--help", "coredns": "-version"}
+# How each binary shows it runs: most answer --version; these do not have that flag.
+_VERSION_ARGS = {
+    "kuberay-operator": ["--help"],
+    "coredns": ["-version"],
+    "kubectl": ["version", "--client"],
+}
 
 # CoreDNS with only what the lab's Corefile uses: serving cluster.local from the API server.
 COREDNS_MAIN_GO = """\
@@ -83,6 +88,7 @@ package main
 import (
 \t_ "github.com/coredns/coredns/core/dnsserver"
 \t"github.com/coredns/coredns/coremain"
+\t_ "github.com/coredns/coredns/plugin/bind"
 \t_ "github.com/coredns/coredns/plugin/cache"
 \t_ "github.com/coredns/coredns/plugin/errors"
 \t_ "github.com/coredns/coredns/plugin/health"
@@ -141,11 +147,18 @@ def cache_root() -> Path:
     return Path(base) / "raylb" / "controlplane"
 
 
+def recipe_digest() -> str:
+    """A short digest of what is built besides the versions (commands, generated sources), so a
+    changed recipe gets a cache of its own instead of an old build."""
+    recipe = json.dumps([KUBERNETES_COMMANDS, COREDNS_MAIN_GO, ETCD_MAIN_GO], sort_keys=True)
+    return hashlib.sha256(recipe.encode()).hexdigest()[:10]
+
+
 def cache_dir() -> Path:
-    """The directory holding ``bin/etcd`` and ``bin/kube-apiserver`` for the pinned versions."""
+    """The directory holding ``bin/<component>`` for the pinned versions and recipe."""
     return cache_root() / (
         f"kubernetes-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}"
-        f"_kuberay-{KUBERAY_VERSION}_coredns-{COREDNS_VERSION}"
+        f"_kuberay-{KUBERAY_VERSION}_coredns-{COREDNS_VERSION}_{recipe_digest()}"
     )
 
 
@@ -154,7 +167,7 @@ def _runs(binary: Path) -> bool:
         return False
     try:
         done = subprocess.run(
-            [str(binary), _NO_VERSION_FLAG.get(binary.name, "--version")],
+            [str(binary), *_VERSION_ARGS.get(binary.name, ["--version"])],
             capture_output=True,
             timeout=VERSION_CHECK_TIMEOUT_S,
             check=False,
@@ -387,8 +400,9 @@ def _build(progress: Progress) -> None:
         times["kubernetes_s"] = round(time.monotonic() - started, 1)
         progress(f"kubernetes: done in {times['kubernetes_s']} s")
 
-        if _usable(work / "bin", "built") is None:
-            raise PermanentError(f"built binaries in {work}/bin do not run --version")
+        broken = [name for name in COMPONENTS if not _runs(work / "bin" / name)]
+        if broken:
+            raise PermanentError(f"built binaries in {work}/bin do not run: {', '.join(broken)}")
         info = {
             "kubernetes": KUBERNETES_VERSION,
             "etcd": ETCD_VERSION,
@@ -434,7 +448,10 @@ def _copy_kuberay_crds(go: str, *, cwd: Path, into: Path) -> None:
 
 def kuberay_crds() -> list[Path]:
     """The cached KubeRay operator's CRD files (after `ensure_binaries`)."""
-    return sorted((cache_dir() / "kuberay-crds").glob("ray.io_*.yaml"))
+    found = sorted((cache_dir() / "kuberay-crds").glob("ray.io_*.yaml"))
+    if not found:
+        raise PermanentError(f"no KubeRay CRDs in {cache_dir() / 'kuberay-crds'}: run `make provision`")
+    return found
 
 
 def main() -> int:

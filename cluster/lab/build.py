@@ -8,9 +8,19 @@ configured.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 
 from raylb.cluster.lab import netns as ns
-from raylb.cluster.lab.topology import BRIDGE_IFNAME, VIP_RANGE_V4, VIP_RANGE_V6, Host
+from raylb.cluster.lab.topology import (
+    BRIDGE_IFNAME,
+    CLUSTER_IP_RANGE_V4,
+    CLUSTER_IP_RANGE_V6,
+    VIP_RANGE_V4,
+    VIP_RANGE_V6,
+    Host,
+    node_index,
+    pod_cidrs,
+)
 
 #: The routing table named "local" (RT_TABLE_LOCAL in linux/rtnetlink.h).
 RT_TABLE_LOCAL = 255
@@ -98,6 +108,24 @@ def configure_host(host: Host) -> None:
                 "add", dst=str(VIP_RANGE_V6), type="local", table=RT_TABLE_LOCAL, oif=lo,
                 scope=RT_SCOPE_HOST, family=socket.AF_INET6,
             )
+
+
+def add_cluster_routes(hosts: Sequence[Host], nodes: Sequence[Host], *, control: Host) -> None:
+    """On every host, a route to each node's pod CIDRs through that node (the lab's flat pod
+    network: no overlay, no NAT), except a node's own, which its CNI bridge serves. Nodes also
+    get a route for the ClusterIP ranges: a connection a node opens itself needs a route before
+    kube-proxy's DNAT rewrites its destination (a real node has a default route for that)."""
+    for host in hosts:
+        with ns.iproute(host.netns) as ipr:
+            if host.is_node:
+                ipr.route("add", dst=str(CLUSTER_IP_RANGE_V4), gateway=str(control.ipv4), family=socket.AF_INET)
+                ipr.route("add", dst=str(CLUSTER_IP_RANGE_V6), gateway=str(control.ipv6), family=socket.AF_INET6)
+            for node in nodes:
+                if node.name == host.name:
+                    continue
+                v4, v6 = pod_cidrs(node_index(node.name))
+                ipr.route("add", dst=str(v4), gateway=str(node.ipv4), family=socket.AF_INET)
+                ipr.route("add", dst=str(v6), gateway=str(node.ipv6), family=socket.AF_INET6)
 
 
 def set_link(netns: str, ifname: str, *, up: bool) -> None:

@@ -41,10 +41,17 @@ def group() -> None:
     help="etcd + kube-apiserver in the control namespace, CRDs and RBAC installed",
 )  # fmt: skip
 @click.option(
+    "--kubernetes", is_flag=True,
+    help="a real cluster: kubelet, containerd and kube-proxy on every node; controllers and "
+    "CoreDNS on the control host (implies --kube, replaces --http)",
+)
+@click.option(
     "--ray-system-config", default="{}", metavar="JSON",
     help="Ray system config for the head, e.g. '{\"health_check_period_ms\": 500}'",
 )  # fmt: skip
-def up(name: str, nodes: int, ray: bool, http: bool, kube: bool, ray_system_config: str) -> None:
+def up(
+    name: str, nodes: int, ray: bool, http: bool, kube: bool, kubernetes: bool, ray_system_config: str
+) -> None:
     """Build a lab: bridge, control, NODES nodes and a client."""
     start_s = time.monotonic()
     try:
@@ -52,10 +59,13 @@ def up(name: str, nodes: int, ray: bool, http: bool, kube: bool, ray_system_conf
     except ValueError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--ray-system-config") from exc
     options = RayOptions(system_config=system_config)
-    if kube:  # a first build takes minutes: show its progress before the lab starts
+    if kube or kubernetes:  # a first build takes minutes: show its progress before the lab starts
         ensure_binaries(lambda line: click.echo(f"[provision] {line}"))
     try:
-        lab = Lab.up(name=name, nodes=nodes, ray=ray, http=http, ray_options=options, kube=kube)
+        lab = Lab.up(
+            name=name, nodes=nodes, ray=ray, http=http, ray_options=options, kube=kube,
+            kubelets=kubernetes,
+        )  # fmt: skip
     except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
     took_s = time.monotonic() - start_s

@@ -142,6 +142,47 @@ def tcp_open(
         return True
 
 
+DNS_TYPES = {"A": 1, "AAAA": 28}
+
+
+def dns_query(
+    netns: str, server: str | IPv4Address | IPv6Address, name: str, *, qtype: str = "A",
+    timeout_s: float = 2.0,
+) -> list[str]:
+    """One DNS question over UDP from `netns` to a lab DNS server: the addresses answered."""
+    addr = _lab_address(server)
+    ident = os.getpid() & 0xFFFF
+    question = b"".join(bytes([len(p)]) + p.encode() for p in name.rstrip(".").split(".")) + b"\0"
+    query = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", DNS_TYPES[qtype], 1)
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    with ns.in_netns(netns):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    with sock:
+        sock.settimeout(timeout_s)
+        sock.sendto(query, (str(addr), 53))
+        reply = sock.recv(4096)
+    return _dns_answers(reply, len(query))
+
+
+def _dns_answers(reply: bytes, offset: int) -> list[str]:
+    """Addresses in the answer section of a reply whose question ends at `offset`."""
+    _ident, _flags, _qd, answers, _ns, _ar = struct.unpack("!HHHHHH", reply[:12])
+    found = []
+    for _ in range(answers):
+        if reply[offset] & 0xC0 == 0xC0:  # compressed name: a 2-byte pointer
+            offset += 2
+        else:
+            while reply[offset]:
+                offset += reply[offset] + 1
+            offset += 1
+        rtype, _cls, _ttl, length = struct.unpack("!HHIH", reply[offset : offset + 10])
+        data = reply[offset + 10 : offset + 10 + length]
+        if rtype in (1, 28):
+            found.append(str(ip_address(data)))
+        offset += 10 + length
+    return found
+
+
 def wait_until(
     predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05, what: str
 ) -> None:

@@ -69,7 +69,7 @@ class LabKube:
 
 def start(
     control: Host, *, state_dir: Path, binaries: Binaries | None = None,
-    progress: Callable[[str], None] = lambda line: None,
+    progress: Callable[[str], None] = lambda line: None, cluster: bool = False,
 ) -> tuple[ControlPlane, LabKube]:  # fmt: skip
     """Start etcd + kube-apiserver in `control`'s namespace on its IPv4 address, install the
     CRDs and RBAC, and write both kubeconfigs into `state_dir`. Stops what it started on failure."""
@@ -78,7 +78,7 @@ def start(
     # end with the namespace.
     plane = ControlPlane.start(
         bind_address=str(control.ipv4), netns=control.netns, binaries=binaries, workdir=state_dir / WORKDIR,
-        outlive_caller=True,
+        outlive_caller=True, cluster=cluster,
     )
     try:
         with ns.in_netns(control.netns):

@@ -22,8 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raylb.cluster.kube import manifests
+from raylb.cluster.kube.provision import kuberay_crds
 from raylb.cluster.lab import build, hosts, ray_nodes
 from raylb.cluster.lab import kube as lab_kube
+from raylb.cluster.lab import kubecluster
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.topology import (
     BRIDGE_HOST,
@@ -66,8 +69,12 @@ def lab_namespaces(name: str) -> list[str]:
     return [n for n in ns.list_netns() if n.startswith(prefix) and parse_netns_name(n)]
 
 
-def _teardown(namespaces: Sequence[str]) -> list[str]:
-    """Kill every process in the namespaces (TERM, grace, KILL), then delete them (bridge last)."""
+def _teardown(namespaces: Sequence[str], *, lab: str | None = None) -> list[str]:
+    """Kill every process in the namespaces (TERM, grace, KILL), then delete them (bridge last).
+    With `lab`, its kubelet nodes' pods go first: they live in namespaces the CNI plugin made,
+    found through the nodes' cgroup subtrees."""
+    for cgroup in kubecluster.lab_cgroups(lab) if lab else []:
+        kubecluster.kill_pods(cgroup)
     ordered = sorted(namespaces, key=lambda n: n.endswith(f"-{BRIDGE_HOST}"))
     survivors = ns.kill_all(ordered)
     for name in ordered:
@@ -78,19 +85,30 @@ def _teardown(namespaces: Sequence[str]) -> list[str]:
 def down(name: str = DEFAULT_LAB_NAME) -> list[str]:
     """Remove lab `name` (idempotent). Returns the namespaces it removed."""
     namespaces = lab_namespaces(name)
-    _teardown(namespaces)
+    _teardown(namespaces, lab=name)
+    _remove_cgroups(name)
     shutil.rmtree(state_dir(name), ignore_errors=True)
     return namespaces
+
+
+def _remove_cgroups(name: str) -> None:
+    """After the nodes' daemons are gone: the pods' cgroups (and a pod the kubelet had just
+    started as the node died)."""
+    for cgroup in kubecluster.lab_cgroups(name):
+        kubecluster.kill_pods(cgroup)
 
 
 def down_all() -> list[str]:
     """Remove every namespace named rlb-*: all labs on this machine, whoever started them."""
     namespaces = [n for n in ns.list_netns() if n.startswith(NETNS_PREFIX)]
+    labs = sorted({parsed[0] for n in namespaces if (parsed := parse_netns_name(n))})
+    for lab in labs:
+        for cgroup in kubecluster.lab_cgroups(lab):
+            kubecluster.kill_pods(cgroup)
     _teardown(namespaces)
-    for netns_name in namespaces:
-        parsed = parse_netns_name(netns_name)
-        if parsed:
-            shutil.rmtree(state_dir(parsed[0]), ignore_errors=True)
+    for lab in labs:
+        _remove_cgroups(lab)
+        shutil.rmtree(state_dir(lab), ignore_errors=True)
     return namespaces
 
 
@@ -100,8 +118,11 @@ class Lab:
     def __init__(
         self, name: str, *, nodes: int, ray: bool, http: bool,
         ray_options: ray_nodes.RayOptions | None = None, kube: bool = False,
+        kubelets: bool = False,
     ) -> None:  # fmt: skip
         self.name = check_lab_name(name)
+        #: The lab is a real Kubernetes cluster: every node a kubelet worker (kubecluster.py).
+        self.kubelets = kubelets
         self.hosts: list[Host] = plan_hosts(name, nodes=nodes)
         self.nodes: list[Host] = [h for h in self.hosts if h.is_node]
         self.control: Host = self.host(CONTROL)
@@ -116,6 +137,8 @@ class Lab:
         self.kube: lab_kube.LabKube | None = None
         self._kube_plane: ControlPlane | None = None  # whose processes this object spawned
         self._children: list[subprocess.Popen[Any]] = []
+        #: Called with a node's containerd socket once it answers (imports the lab's images).
+        self.image_hooks: list[Callable[[Path], None]] = []
         self._state_lock = threading.Lock()  # Ray and the API server start on two threads
 
     # --- life cycle ------------------------------------------------------------------------------
@@ -124,13 +147,21 @@ class Lab:
     def up(
         cls, *, name: str = DEFAULT_LAB_NAME, nodes: int = 3, ray: bool = False, http: bool = True,
         ray_options: ray_nodes.RayOptions | None = None, kube: bool = False,
+        kubelets: bool = False,
     ) -> Lab:  # fmt: skip
         """Build the lab; on any failure remove whatever was built and re-raise.
 
         kube=True also starts etcd + kube-apiserver in the control namespace on the control
         address, installs the CRDs and RBAC and writes `admin.kubeconfig` and
-        `operator.kubeconfig` into the state directory (see `lab.kube`)."""
-        lab = cls(name, nodes=nodes, ray=ray, http=http, ray_options=ray_options, kube=kube)
+        `operator.kubeconfig` into the state directory (see `lab.kube`). kubelets=True makes
+        the lab a real cluster (implies kube, replaces the per-node HTTP servers with pods
+        behind kube-proxy): see kubecluster.py."""
+        if kubelets:
+            kube, http = True, False
+        lab = cls(
+            name, nodes=nodes, ray=ray, http=http, ray_options=ray_options, kube=kube,
+            kubelets=kubelets,
+        )  # fmt: skip
         existing = lab_namespaces(name)
         if existing:
             raise LabError(
@@ -162,6 +193,7 @@ class Lab:
         if isinstance(state.get("kube"), dict):
             lab.kube = lab_kube.LabKube.from_dict(state["kube"])  # type: ignore[arg-type]
             lab.want_kube = True
+        lab.kubelets = bool(state.get("kubelets", False))
         return lab
 
     def _build(self) -> None:
@@ -187,9 +219,12 @@ class Lab:
         if kube_started is not None:
             kube_started.result()
             self._write_state()
+        if self.kubelets:
+            self.start_kubelets()
 
     def down(self) -> None:
-        _teardown(lab_namespaces(self.name))
+        _teardown(lab_namespaces(self.name), lab=self.name)
+        _remove_cgroups(self.name)
         self._reap()
         if self._kube_plane is not None:
             lab_kube.reap(self._kube_plane)
@@ -203,7 +238,9 @@ class Lab:
         self.down()
 
     def _write_state(self) -> None:
-        state: dict[str, object] = {"nodes": len(self.nodes), "ray": self.ray, "http": self.http}
+        state: dict[str, object] = {
+            "nodes": len(self.nodes), "ray": self.ray, "http": self.http, "kubelets": self.kubelets,
+        }  # fmt: skip
         if self.kube is not None:
             state["kube"] = self.kube.as_dict()
         with self._state_lock:
@@ -345,11 +382,61 @@ class Lab:
     def start_kube(self, progress: Callable[[str], None] = lambda line: None) -> lab_kube.LabKube:
         """etcd + kube-apiserver on the control host, CRDs and RBAC installed, kubeconfigs
         written; recorded in the state file."""
-        plane, info = lab_kube.start(self.control, state_dir=self.state_dir, progress=progress)
+        plane, info = lab_kube.start(
+            self.control, state_dir=self.state_dir, progress=progress, cluster=self.kubelets
+        )
         self._kube_plane, self.kube = plane, info
         self.want_kube = True
         self._write_state()
         return info
+
+    def _worker_dirs(self, node: Host) -> kubecluster.WorkerDirs:
+        return kubecluster.WorkerDirs(self.state_dir / "nodes" / node.name)
+
+    def start_kubelets(self) -> None:
+        """Controller-manager, scheduler and CoreDNS on the control host; containerd, a kubelet
+        and kube-proxy on every node; pod routes everywhere; returns once every Node is Ready."""
+        plane = self._kube_plane
+        if plane is None:
+            raise LabError("start the API server first (kube=True)")
+        binaries = plane.binaries
+        workdir = self.state_dir / "control"
+        workdir.mkdir(parents=True, exist_ok=True)
+        with lab_kube.admin_api(self.control, self.kube) as api:  # type: ignore[arg-type]
+            manifests.apply_paths(api, kuberay_crds())  # the operator's own version's CRDs
+        addons = kubecluster.control_addons_argv(
+            binaries=binaries, plane=plane, workdir=workdir, bind=str(self.control.ipv4)
+        )
+        for daemon, argv in addons.items():
+            kubecluster.spawn_in(self.control.netns, argv, log=workdir / f"{daemon}.log", cwd=workdir)
+        build.add_cluster_routes(self.hosts, self.nodes, control=self.control)
+        for node in self.nodes:
+            self.start_worker(node)
+        names = [n.name for n in self.nodes]
+        with lab_kube.admin_api(self.control, self.kube) as api:  # type: ignore[arg-type]
+            kubecluster.wait_until(
+                lambda: kubecluster.nodes_ready(api, names) == sorted(names),
+                timeout_s=kubecluster.NODE_READY_TIMEOUT_S,
+                what=lambda: "nodes not Ready: "
+                + ", ".join(sorted(set(names) - set(kubecluster.nodes_ready(api, names))))
+                + "".join(kubecluster.tail(self._worker_dirs(n).log("kubelet")) for n in self.nodes),
+            )
+
+    def start_worker(self, node: Host | str) -> None:
+        """containerd, kubelet and kube-proxy of one node (again, after `kill_host`)."""
+        node = self._resolve(node)
+        plane = self._kube_plane
+        if plane is None:
+            raise LabError("this process did not start the lab's API server")
+        dirs = self._worker_dirs(node)
+        script = kubecluster.write_worker(
+            dirs, lab=self.name, node=node, node_index=node_index(node.name), plane=plane,
+            binaries=plane.binaries, dns=str(self.control.ipv4),
+        )  # fmt: skip
+        holder = kubecluster.start_worker(dirs, node=node, lab=self.name, script=script)
+        kubecluster.wait_socket(dirs, holder)
+        for hook in self.image_hooks:
+            hook(dirs.containerd_socket)
 
     def start_prometheus(self) -> subprocess.Popen[Any]:
         """A real Prometheus on the control address scraping every raylb endpoint (prometheus.py)."""

@@ -33,6 +33,14 @@ SEED_POOLS: dict[str, str] = {
     "doc-example-ipv6": POOL_DOC_EXAMPLE_IPV6,
 }
 
+#: Pod networks of the in-cluster lab (cluster/lab/kubecluster.py): node K takes the K-th /24
+#: and /64 of these. ClusterIPs (198.19.0.0/16, 2001:db8:19::/108) are kube-proxy's rules only.
+POD_NETWORK_V4 = IPv4Network("198.18.64.0/18")
+POD_NETWORK_V6 = IPv6Network("2001:db8:18:1000::/52")
+CLUSTER_IP_RANGE_V4 = IPv4Network("198.19.0.0/16")
+CLUSTER_IP_RANGE_V6 = IPv6Network("2001:db8:19::/108")
+CLUSTER_DOMAIN = "cluster.local"
+
 #: Host byte of the fixed hosts; node K gets NODE_HOST_BYTE_BASE + K.
 CONTROL_HOST_BYTE = 1
 CLIENT_HOST_BYTE = 60
@@ -183,12 +191,21 @@ def plan_hosts(lab: str, *, nodes: int) -> list[Host]:
     return [make_host(lab, name) for name in names]
 
 
+def pod_cidrs(index: int) -> tuple[IPv4Network, IPv6Network]:
+    """Node `index`'s pod CIDRs: the index-th /24 of POD_NETWORK_V4 and /64 of POD_NETWORK_V6."""
+    node_name(index)  # range check
+    v4 = list(POD_NETWORK_V4.subnets(new_prefix=24))[index]
+    v6 = IPv6Network((int(POD_NETWORK_V6.network_address) + (index << 64), 64))
+    return v4, v6
+
+
 def bridge_netns(lab: str) -> str:
     return netns_name(lab, BRIDGE_HOST)
 
 
 def in_lab_subnets(address: IPv4Address | IPv6Address) -> bool:
-    """True for addresses inside the lab's subnets: the only destinations lab tools may probe."""
+    """True for addresses inside the lab's networks (nodes, pods, ClusterIPs): the only
+    destinations lab tools may probe."""
     if isinstance(address, IPv4Address):
-        return address in SUBNET_V4
-    return address in SUBNET_V6
+        return any(address in net for net in (SUBNET_V4, POD_NETWORK_V4, CLUSTER_IP_RANGE_V4))
+    return any(address in net for net in (SUBNET_V6, POD_NETWORK_V6, CLUSTER_IP_RANGE_V6))

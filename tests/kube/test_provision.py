@@ -37,7 +37,10 @@ replace (
 def test_wrapper_gomod_replaces_each_staging_module_with_its_published_twin() -> None:
     text = provision.kubernetes_wrapper_gomod(UPSTREAM_GOMOD, "v1.34.4")
     assert "go 1.24.0\n" in text
-    assert "require k8s.io/kubernetes v1.34.4\n" in text
+    required = text[text.index("require (") : text.index(")")]
+    assert "\tk8s.io/kubernetes v1.34.4\n" in required
+    assert f"\t{provision.KUBERAY_MODULE} {provision.KUBERAY_VERSION}\n" in required
+    assert f"\t{provision.COREDNS_MODULE} {provision.COREDNS_VERSION}\n" in required
     replaces = [line.strip() for line in text.splitlines() if "=>" in line]
     assert replaces == [
         "k8s.io/api => k8s.io/api v0.34.4",
@@ -62,7 +65,7 @@ def test_ldflags_stamp_the_version_into_both_version_packages() -> None:
 
 def _fake_binaries(folder: Path, *, works: bool = True) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("etcd", "kube-apiserver"):
+    for name in provision.COMPONENTS:
         path = folder / name
         path.write_text(f"#!/bin/sh\nexit {0 if works else 1}\n")
         path.chmod(0o755)
@@ -75,16 +78,29 @@ def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_kubebuilder_assets_win_when_they_hold_both(empty_cache: Path, tmp_path: Path,
+def test_kubebuilder_assets_win_when_they_hold_every_binary(empty_cache: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_binaries(tmp_path / "assets")
     monkeypatch.setenv("KUBEBUILDER_ASSETS", str(tmp_path / "assets"))
     found = provision.find_binaries()
     assert found is not None and found.source == "KUBEBUILDER_ASSETS"
     assert found.kube_apiserver == tmp_path / "assets" / "kube-apiserver"
+    assert found["kubelet"] == tmp_path / "assets" / "kubelet"
 
 
-@pytest.mark.parametrize("missing", ["etcd", "kube-apiserver"])
+def test_asking_for_a_binary_the_cache_does_not_build_names_what_it_holds(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="kube-apiserver"):
+        provision.Binaries(tmp_path, "cache")["docker"]
+
+
+def test_tools_file_keeps_every_upstream_command_required() -> None:
+    tools = provision._tools_go()
+    assert tools.startswith("//go:build tools")
+    for package in provision.KUBERNETES_COMMANDS.values():
+        assert (f'"{package}"' in tools) != package.startswith("raylb.local/")
+
+
+@pytest.mark.parametrize("missing", provision.COMPONENTS)
 def test_incomplete_kubebuilder_assets_are_ignored(empty_cache: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     _fake_binaries(tmp_path / "assets")
@@ -135,4 +151,4 @@ def test_provision_command_is_quick_when_cached() -> None:
                           capture_output=True, text=True, check=True, timeout=120)
     elapsed_s = time.monotonic() - started
     assert "ready (" in done.stdout and "building" not in done.stdout
-    assert elapsed_s < 60  # generous: the work is two `--version` calls
+    assert elapsed_s < 60  # generous: the work is one `--version` call per binary

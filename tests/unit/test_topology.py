@@ -106,7 +106,26 @@ def test_node_count_out_of_range(nodes: int) -> None:
 @pytest.mark.parametrize(
     ("address", "inside"),
     [("198.18.0.11", True), ("198.18.0.200", True), ("198.18.1.1", False), ("8.8.8.8", False),
-     ("2001:db8:18::1:5", True), ("2001:db8:19::1", False)],
+     ("2001:db8:18::1:5", True), ("2001:db8:20::1", False),
+     # pod networks and ClusterIPs of the in-cluster lab, and their edges
+     ("198.18.64.0", True), ("198.18.127.255", True), ("198.18.128.0", False),
+     ("198.18.63.255", False), ("198.19.0.1", True), ("198.20.0.1", False),
+     ("2001:db8:18:1000::5", True), ("2001:db8:18:2000::1", False),
+     ("2001:db8:19::1", True), ("2001:db8:19::10:0", False)],
 )  # fmt: skip
 def test_in_lab_subnets(address: str, inside: bool) -> None:
     assert topo.in_lab_subnets(ip_address(address)) is inside
+
+
+@pytest.mark.parametrize("index", [1, 2, topo.MAX_NODES])
+def test_pod_cidrs_are_per_node_and_inside_the_pod_networks(index: int) -> None:
+    v4, v6 = topo.pod_cidrs(index)
+    assert v4.subnet_of(topo.POD_NETWORK_V4) and v6.subnet_of(topo.POD_NETWORK_V6)
+    assert (v4.prefixlen, v6.prefixlen) == (24, 64)
+    others = [topo.pod_cidrs(k) for k in range(1, topo.MAX_NODES + 1) if k != index]
+    assert all(not v4.overlaps(o4) and not v6.overlaps(o6) for o4, o6 in others)
+
+
+def test_pod_cidrs_refuse_a_node_index_out_of_range() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        topo.pod_cidrs(0)
