@@ -33,6 +33,7 @@ class PeerStats:
     lost: Counter[str] = field(default_factory=Counter)
     handovers: Counter[str] = field(default_factory=Counter)
     detection_s: dict[str, float] = field(default_factory=dict)  # the last death of each peer
+    detected_at_s: dict[str, float] = field(default_factory=dict)  # when it was declared (caller's clock)
     deaths: Counter[str] = field(default_factory=Counter)
     _seen: dict[str, _Seen] = field(default_factory=dict)
     _max_gap_s: dict[str, float] = field(default_factory=dict)
@@ -46,8 +47,9 @@ class PeerStats:
         if last is None or last.incarnation != incarnation or seq is None or last.seq is None or seq > last.seq:
             self._seen[peer] = _Seen(incarnation=incarnation, seq=seq, at_s=now_s)
 
-    def on_death(self, peer: str, *, silent_for_s: float | None) -> None:
+    def on_death(self, peer: str, *, silent_for_s: float | None, now_s: float) -> None:
         self.deaths[peer] += 1
+        self.detected_at_s[peer] = now_s
         if silent_for_s is not None:
             self.detection_s[peer] = silent_for_s
         self._seen.pop(peer, None)  # its next incarnation starts a new sequence

@@ -262,6 +262,12 @@ class SpeakerCore:
                 "wanted": {str(ip): list(ifaces) for ip, ifaces in sorted(self._wanted.items(), key=_ip_key)},
                 "counts": dict(self.counts),
                 "responder": counters,
+                # the last death of each peer: when this speaker declared it (its now_s clock,
+                # CLOCK_MONOTONIC in the actor) and how long the peer had been silent
+                "peer_deaths": {
+                    peer: {"detected_at_s": at, "silent_for_s": self.peer_stats.detection_s.get(peer)}
+                    for peer, at in sorted(self.peer_stats.detected_at_s.items())
+                },
                 # why this node does (not) announce each IP of the snapshot
                 "why": {str(ip): v.text for ip, e in sorted(why.items(), key=_ip_key) if (v := e.of(self.node))},
             }
@@ -338,7 +344,7 @@ class SpeakerCore:
         death took to notice, and which dead peer each newly announced IP came from."""
         view = self.membership.view(now_s)
         for peer in sorted(died):
-            self.peer_stats.on_death(peer, silent_for_s=view[peer].silent_for_s if peer in view else None)
+            self.peer_stats.on_death(peer, silent_for_s=view[peer].silent_for_s if peer in view else None, now_s=now_s)
         if handover.start:
             before = elect(snapshot=self._snapshot, alive=self.membership.alive() | died)
             for ip in handover.start:

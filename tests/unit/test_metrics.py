@@ -72,7 +72,7 @@ def test_layer2_counters_keep_metallbs_names_without_a_total_suffix() -> None:
     peers = PeerStats()
     peers.on_datagram("node2", incarnation=1, seq=1, now_s=0.0)
     peers.on_datagram("node2", incarnation=1, seq=4, now_s=0.15)  # seq 2 and 3 lost
-    peers.on_death("node2", silent_for_s=0.31)
+    peers.on_death("node2", silent_for_s=0.31, now_s=0.46)
     peers.on_handover("node2", 2)
     responder = {
         "198.18.0.128@eth0": {"requests": 5, "replies": 4, "gratuitous": 3, "drops": {"not-owned": 1}},
