@@ -25,6 +25,7 @@ import yaml
 
 from raylb.actors.allocator import ALLOCATOR_NAME
 from raylb.actors.memory import MEMORY_NAME, start_memory
+from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT
 from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, settings_conflict, start_operator
 from raylb.actors.ray_ops import RAY_NAMESPACE
 from raylb.actors.speaker.actor import find_speakers, speaker_name
@@ -157,7 +158,16 @@ def _actor(name: str) -> Any | None:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="Kubeconfig of the cluster to serve (default: in-cluster, then $KUBECONFIG).")
 @click.option("--memory", is_flag=True, help="Read desired state from raylb's in-memory store instead of Kubernetes.")
 @click.option("--operator-namespace", default=OPERATOR_NAMESPACE, show_default=True)
-def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=OPERATOR_PORT, show_default=True,
+              help="The operator's /metrics port on the control node (0: off).")
+@click.option("--allocator-metrics-port", type=click.IntRange(0, 65535), default=ALLOCATOR_PORT, show_default=True,
+              help="The allocator's /metrics port on the control node (0: off).")
+@click.option("--speaker-metrics-port", type=click.IntRange(0, 65535), default=SPEAKER_PORT, show_default=True,
+              help="Each speaker's /metrics port on its node address (0: off).")
+def run_command(
+    address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str,
+    metrics_port: int, allocator_metrics_port: int, speaker_metrics_port: int,
+) -> None:  # fmt: skip
     """Start the raylb operator on the Ray cluster, or attach to the one already running."""
     if kubeconfig:
         kubeconfig = str(Path(kubeconfig).resolve())
@@ -165,8 +175,9 @@ def run_command(address: str | None, kubeconfig: str | None, memory: bool, opera
             _check_kubeconfig(kubeconfig)
     connect(address)
     settings = OperatorSettings(
-        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig
-    )
+        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig,
+        metrics_port=metrics_port, allocator_metrics_port=allocator_metrics_port, speaker_metrics_port=speaker_metrics_port,
+    )  # fmt: skip
     existing = _actor(OPERATOR_NAME)
     if existing is not None:  # attach only to an operator doing what this run asks for
         try:

@@ -81,3 +81,10 @@ def test_status_service_wants_namespace_slash_name(value: str) -> None:
     result = CliRunner().invoke(status_command, ["--service", value, "--address", "127.0.0.1:1"])
     assert result.exit_code != 0
     assert f"--service {value!r}: expected NAMESPACE/NAME" in result.output and "Traceback" not in result.output
+
+
+def test_run_refuses_a_metrics_port_outside_0_to_65535() -> None:
+    from raylb.cluster.control import run_command  # noqa: PLC0415
+
+    result = CliRunner().invoke(run_command, ["--metrics-port", "70000", "--address", "127.0.0.1:1"])
+    assert result.exit_code != 0 and "--metrics-port" in result.output and "Traceback" not in result.output
