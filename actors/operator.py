@@ -15,6 +15,7 @@ period. Against an API server, writes to different objects go out in parallel.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
@@ -162,7 +163,7 @@ class OperatorCore:
     _service_views: rc.ServiceViews = field(default_factory=rc.ServiceViews)
     _undeployed_told: frozenset[str] = frozenset()  # Services told raylb is not deployed
     _unannounced: dict[str, str] = field(default_factory=dict)  # Services told nobody may announce them
-    _unannounced_version: int = -1  # the snapshot version those were judged on
+    _unannounced_on: tuple[Any, ...] | None = None  # the snapshot version and unplaced IPs judged on
     figures: OperatorFigures = field(default_factory=OperatorFigures)  # for metrics
 
     def step(self, *, timeout_s: float = POLL_S) -> None:
@@ -248,11 +249,13 @@ class OperatorCore:
         if not rc.same_content(candidate, self.snapshot) or held > self.snapshot.version:
             self.snapshot = candidate
         self.ray.push(self.snapshot, nodes)
-        if self.snapshot.version != self._unannounced_version:
-            writes, unannounced = rc.unannounced_events(self.snapshot, told=self._unannounced)
+        unplaced = {n: frozenset(ipaddress.ip_address(i) for i in st.get("unplaced", ())) for n, st in statuses.items()}
+        judged_on = (self.snapshot.version, tuple(sorted((n, tuple(sorted(map(str, u)))) for n, u in unplaced.items() if u)))
+        if judged_on != self._unannounced_on:
+            writes, unannounced = rc.unannounced_events(self.snapshot, told=self._unannounced, no_interface=unplaced)
             failed = {ref.key for ref in self._apply(writes)}  # told again next round
             self._unannounced = {k: m for k, m in unannounced.items() if k not in failed}
-            self._unannounced_version = -1 if failed else self.snapshot.version
+            self._unannounced_on = None if failed else judged_on
 
         announcers = self._announcers_from(statuses, views)
         failed = self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))

@@ -158,11 +158,12 @@ def for_service(explanations: Mapping[IPAddress, IPExplanation], key: str) -> li
 
 
 def unannounceable(explanations: Mapping[IPAddress, IPExplanation]) -> dict[str, dict[IPAddress, IPExplanation]]:
-    """Service key -> its IPs that no node may announce even with every speaker alive
-    (no node eligible by configuration): the operator's warning event."""
+    """Service key -> its IPs that nobody answers for: no node is eligible, or the one elected
+    has no usable interface for it. Judged with every speaker alive (`explain(alive=every
+    node)`), this is what the operator warns about."""
     out: dict[str, dict[IPAddress, IPExplanation]] = {}
     for ip, e in explanations.items():
-        if any(v.reason.eligible for v in e.verdicts):
+        if e.announcer is not None or any(v.reason is Reason.NOT_ALIVE for v in e.verdicts):
             continue
         for key in e.services:
             out.setdefault(key, {})[ip] = e

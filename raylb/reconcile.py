@@ -498,16 +498,20 @@ def not_deployed_events(world: World, *, operator_namespace: str, told: frozense
     return writes
 
 
-def unannounced_events(snapshot: Snapshot, *, told: Mapping[str, str]) -> tuple[list[Write], dict[str, str]]:
+def unannounced_events(
+    snapshot: Snapshot, *, told: Mapping[str, str], no_interface: Mapping[str, frozenset[IPAddress]] | None = None
+) -> tuple[list[Write], dict[str, str]]:
     """A Warning for each Service that has IPs no node may announce, even with every speaker
     alive (see raylb.explain), naming each node's reason; told again only when the reason
-    changes. Returns the writes and the new memory (key -> message).
+    changes. `no_interface`: what each speaker reports it cannot place (node -> IPs). Returns
+    the writes and the new memory (key -> message).
 
     A Service without any ready endpoint is not warned about: its pods are not ready yet, which
     is the application's state (Kubernetes does not warn either), not something to fix in raylb's
     configuration; `raylb status --service` still shows it."""
     ready = {s.key for s in snapshot.services if s.has_ready_endpoint}
-    bad = {k: v for k, v in unannounceable(explain(snapshot=snapshot, alive=snapshot.node_names)).items() if k in ready}
+    why = explain(snapshot=snapshot, alive=snapshot.node_names, no_interface=no_interface)
+    bad = {k: v for k, v in unannounceable(why).items() if k in ready}
     writes: list[Write] = []
     now: dict[str, str] = {}
     for key, ips in sorted(bad.items()):

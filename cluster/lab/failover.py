@@ -19,7 +19,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,15 +178,22 @@ def _record(
                 results.outages[family].append(outage.duration_s)
                 results.failed_requests.append(outage.failed)
             told.append(f"{family} {outage.duration_s:.3f} s")
-        if plot:
-            detected = None
-            if outage is not None and outage.after:
-                detected = detected_at(lab, node=outage.after, peer=victim, after_s=event_s)
+        if plot:  # detection is asked for once the lab has settled (see `_add_detection`)
             results.timelines.append(Timeline(
                 trial=trial, family=family, mode=mode, victim=victim, vip=vips[family], event_s=event_s,
-                samples=samples, outage=outage, detected_s=detected,
+                samples=samples, outage=outage,
             ))  # fmt: skip
     return ", ".join(told)
+
+
+def _add_detection(results: Results, lab: Lab, *, trial: int) -> None:
+    """When the node that took over declared the victim dead, for the trial's timelines. Asked
+    after the trial (a Ray driver costs the GCS a little, and a raylet restarting on a busy
+    machine needs all of it); speakers keep the last death of each peer in their status."""
+    for i, t in enumerate(results.timelines):
+        if t.trial == trial and t.outage is not None and t.outage.after:
+            detected = detected_at(lab, node=t.outage.after, peer=t.victim, after_s=t.event_s)
+            results.timelines[i] = replace(t, detected_s=detected)
 
 
 def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: Any, plot: bool = False) -> Results:
@@ -205,6 +212,8 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
         else:
             lab.link_up(victim)
         settle(lab)
+        if plot:
+            _add_detection(results, lab, trial=i + 1)
     for i in range(graceful_trials):
         victim = names[i % len(names)]
         vips = vips_of(lab, victim)
@@ -213,6 +222,8 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
         told = _record(results, lab, trial=trials + i + 1, mode="graceful", victim=victim, vips=vips,
                        event_s=event_s, measured=measured, plot=plot)  # fmt: skip
         log(f"graceful {i + 1}/{graceful_trials}: {victim} left: {told}")
+        if plot:  # before the fresh speaker there joins and the takeover is undone
+            _add_detection(results, lab, trial=trials + i + 1)
         system.kill_actor(lab, name, restart=False)  # the operator starts a fresh speaker there
         settle(lab)
     return results

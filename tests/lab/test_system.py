@@ -223,7 +223,8 @@ def test_a_node_leaving_on_purpose_hands_over_at_once(lab: Lab) -> None:
 def test_deleting_metallb_removes_everything_and_recreating_it_restores_the_same_ips(lab: Lab, prober: Prober) -> None:
     before = system.services(lab)
     system.raylb(lab, "delete", "MetalLB", "metallb", "-n", "metallb-system")
-    system.wait_for(lambda: not system.status(lab)["speakers"], timeout_s=60, what="speakers removed")
+    system.wait_for(lambda: not (s := system.status(lab))["speakers"] and not s["operator"]["speakers"],
+                    timeout_s=60, what="speakers removed, and no longer listed")  # fmt: skip
     assert prober.answering(ipaddress.ip_address(before["default/web"]["ips"][0])) == ()
     system.apply(lab, system.EXAMPLES / "demo.yaml")
     after = system.wait_announced(lab, SERVICES, timeout_s=90)

@@ -38,6 +38,7 @@ class FakeRay:
         self.removed: list[tuple[str, bool]] = []
         self.allocator_starts = 0
         self.told_dead: list[str] = []
+        self.unplaced: dict[str, list[str]] = {}  # node -> IPs its speaker reports it cannot place
 
     def nodes(self) -> dict[str, RayNode]:
         return dict(self.node_table)
@@ -75,6 +76,7 @@ class FakeRay:
             name: {
                 "owned": [str(ip) for ip in owned_ips(node=name, snapshot=snap, alive=alive)],
                 "snapshot_version": snap.version,
+                "unplaced": list(self.unplaced.get(name, ())),  # IPs with no usable interface there
             }
             for name, snap in self.speakers.items()
         }

@@ -97,12 +97,17 @@ def test_for_service_and_unannounceable() -> None:
     cold = ServiceState("ns/cold", (ipaddress.ip_address("198.18.0.11"),), "pool", "Cluster", frozenset(), False)
     snapshot = Snapshot(version=1, services=(web, cold), advertisements=(EVERYWHERE,),
                         nodes=tuple(NodeInfo(n) for n in sorted(ALL)))  # fmt: skip
-    explanations = explain(snapshot=snapshot, alive=frozenset())  # nobody alive is not "may not announce"
+    assert list(unannounceable(explain(snapshot=snapshot, alive=frozenset()))) == ["ns/cold"]  # dead is not "may not"
+    explanations = explain(snapshot=snapshot, alive=ALL)
     assert [e.ip for e in for_service(explanations, "ns/web")] == [V4, V6]
     bad = unannounceable(explanations)
     assert list(bad) == ["ns/cold"]
     line = summary(bad["ns/cold"][ipaddress.ip_address("198.18.0.11")])
     assert line.startswith("198.18.0.11: ") and "a: not eligible: the service has no ready endpoint" in line
+    elected = explanations[V4].announcer
+    assert elected is not None  # the elected node cannot place V4: nobody answers for it
+    blackhole = unannounceable(explain(snapshot=snapshot, alive=ALL, no_interface={elected: {V4}}))
+    assert sorted(blackhole) == ["ns/cold", "ns/web"] and list(blackhole["ns/web"]) == [V4]
 
 
 def test_to_dict_is_plain() -> None:

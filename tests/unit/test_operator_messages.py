@@ -74,3 +74,16 @@ def test_status_lists_a_refused_service_as_pending_with_the_reason(system: Syste
     system.cluster.apply("Service", service("web", annotations={"metallb.io/address-pool": "nowhere"}))
     system.settle()
     assert "does not exist" in system.core.status()["pending"]["default/web"]
+
+
+def test_an_ip_whose_elected_node_has_no_usable_interface_gets_a_warning(system: System) -> None:
+    seed(system.cluster)
+    system.cluster.apply("Service", service("web"))
+    system.cluster.apply("EndpointSlice", endpoint_slice("web", ["node2"]))
+    system.settle()
+    assert system.events("NotAnnounced") == []
+    elected = system.core.status()["announcers"]["default/web"]
+    system.ray.unplaced[elected] = ["198.18.0.128"]  # its speaker cannot place the IP
+    system.settle()
+    [warning] = system.events("NotAnnounced")
+    assert f"{elected}: not eligible: no usable interface for the IP on this node" in warning.message
