@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
 
@@ -148,7 +148,10 @@ def speaker_families(
         total = per_ip.setdefault(ip, Counter())
         for what in ("requests", "replies", "gratuitous"):
             total[what] += int(c.get(what) or 0)  # type: ignore[call-overload]
-    by_peer = lambda values: [({"node": node, "peer": p}, v) for p, v in sorted(values.items())]  # noqa: E731
+
+    def by_peer(values: Mapping[str, float]) -> list[tuple[dict[str, str], float]]:
+        return [({"node": node, "peer": p}, v) for p, v in sorted(values.items())]
+
     return [
         family("metallb_speaker_announced", [
             ({"service": svc, "protocol": "layer2", "node": node, "ip": ip}, 1)

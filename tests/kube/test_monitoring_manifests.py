@@ -21,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT
 from raylb.cluster.kube import manifests, promcrds
-from tests.kube.test_kuberay_manifests import DEPLOY, by_kind, container, dry_run_create, workers
+from tests.kube.test_kuberay_manifests import DEPLOY, by_kind, container, dry_run_create, dry_run_rejections, install_crds, workers
 
 COMPONENT = DEPLOY / "monitoring"
 
@@ -66,28 +66,13 @@ def test_the_service_and_the_podmonitor_reach_the_ports_raylb_serves() -> None:
 @pytest.fixture(scope="module")
 def monitoring_api(admin_api: client.ApiClient) -> Iterator[client.ApiClient]:
     """The test API server with the Prometheus Operator's CRDs and namespace metallb-system."""
-    docs = manifests.load_documents(promcrds.ensure_crds())
-    for doc in docs:
-        try:
-            manifests.request(admin_api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=doc)
-        except ApiException as exc:
-            if exc.status != 409:  # already there from an earlier module or session
-                raise
-    manifests.wait_crds_established(admin_api, [d["metadata"]["name"] for d in docs], timeout_s=60)
-    manifests.apply_paths(admin_api, [DEPLOY / "rbac" / "namespace.yaml"])
+    install_crds(admin_api, promcrds.ensure_crds())
     yield admin_api
 
 
 @pytest.mark.kube
 def test_every_monitoring_manifest_passes_server_side_dry_run(monitoring_api: client.ApiClient) -> None:
-    rejected = []
-    for doc in component_documents():
-        try:
-            answer = dry_run_create(monitoring_api, doc)
-        except ApiException as exc:
-            rejected.append(f"{doc['kind']} {doc['metadata']['name']}: HTTP {exc.status} {exc.body}")
-            continue
-        assert answer["kind"] == doc["kind"] and answer["metadata"]["name"] == doc["metadata"]["name"]
+    rejected = dry_run_rejections(monitoring_api, component_documents())
     assert not rejected, "\n".join(rejected)
 
 
