@@ -351,7 +351,8 @@ class OperatorCore:
         return out
 
     def _tell_undeployed(self) -> None:
-        writes = rc.not_deployed_events(self.world, operator_namespace=self.operator_namespace, told=self._undeployed_told)
+        views = self._service_views.read(self.world, load_balancer_class=None)  # parses only what changed
+        writes = rc.not_deployed_events(views, operator_namespace=self.operator_namespace, told=self._undeployed_told)
         failed = self._apply(writes)
         self._undeployed_told |= {w.ref.key for w in writes if w.ref not in failed}
 

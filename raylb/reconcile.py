@@ -486,16 +486,18 @@ UNKNOWN_POOL, INVALID_POOL = "unknown-pool", "invalid-pool"
 NOT_DEPLOYED = "NotDeployed"
 
 
-def not_deployed_events(world: World, *, operator_namespace: str, told: frozenset[str]) -> list[Write]:
-    """While no MetalLB resource is honoured, each LoadBalancer Service waiting for an IP hears
-    why, once (`told`: the keys already told)."""
+def not_deployed_events(
+    views: Mapping[str, ServiceView], *, operator_namespace: str, told: frozenset[str]
+) -> list[Write]:
+    """While no MetalLB resource is honoured, each LoadBalancer Service (`views`, as
+    `ServiceViews.read` gives them) waiting for an IP hears why, once (`told`: keys told)."""
     message = (f"raylb is not deployed: no MetalLB resource {HONOURED_NAME!r} in namespace "
                f"{operator_namespace!r}; the Service gets an IP once it exists")  # fmt: skip
-    writes: list[Write] = []
-    for key, view in read_services(world, load_balancer_class=None).items():
-        if key not in told and not view.recorded_ips:
-            writes.append(RecordEvent(view.ref, "Warning", NOT_DEPLOYED, message))
-    return writes
+    return [
+        RecordEvent(view.ref, "Warning", NOT_DEPLOYED, message)
+        for key, view in sorted(views.items())
+        if key not in told and not view.recorded_ips
+    ]
 
 
 def unannounced_events(
