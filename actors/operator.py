@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from raylb import notices
 from raylb import reconcile as rc
 from raylb.actors.allocator import NotRestored, Outcome
 from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT, serve
@@ -212,7 +213,7 @@ class OperatorCore:
         self._valid_requests = rc.valid_requests(views, previous=self._valid_requests)
         requests = rc.allocation_requests(views, valid=self._valid_requests)
         outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
-        outcomes = rc.name_invalid_pools(outcomes, requests=requests, config=config)
+        outcomes = notices.name_invalid_pools(outcomes, requests=requests, config=config)
         writes: list[rc.Write] = []
         for key, view in views.items():
             writes += rc.service_writes(
@@ -252,7 +253,7 @@ class OperatorCore:
         unplaced = {n: frozenset(ipaddress.ip_address(i) for i in st.get("unplaced", ())) for n, st in statuses.items()}
         judged_on = (self.snapshot.version, tuple(sorted((n, tuple(sorted(map(str, u)))) for n, u in unplaced.items() if u)))
         if judged_on != self._unannounced_on:
-            writes, unannounced = rc.unannounced_events(self.snapshot, told=self._unannounced, no_interface=unplaced)
+            writes, unannounced = notices.unannounced_events(self.snapshot, told=self._unannounced, no_interface=unplaced)
             failed = {ref.key for ref in self._apply(writes)}  # told again next round
             self._unannounced = {k: m for k, m in unannounced.items() if k not in failed}
             self._unannounced_on = None if failed else judged_on
@@ -352,7 +353,7 @@ class OperatorCore:
 
     def _tell_undeployed(self) -> None:
         views = self._service_views.read(self.world, load_balancer_class=None)  # parses only what changed
-        writes = rc.not_deployed_events(views, operator_namespace=self.operator_namespace, told=self._undeployed_told)
+        writes = notices.not_deployed_events(views, operator_namespace=self.operator_namespace, told=self._undeployed_told)
         failed = self._apply(writes)
         self._undeployed_told |= {w.ref.key for w in writes if w.ref not in failed}
 

@@ -29,7 +29,6 @@ from raylb import annotations
 from raylb.config import Config, build_config
 from raylb.desired import Ref, WireObject, World
 from raylb.errors import AllocationError, ConfigError, Problem
-from raylb.explain import explain, summary, unannounceable
 from raylb.ipam.allocator import Assignment
 from raylb.ipam.request import ServiceRequest
 from raylb.models import AddressPool, IPAddressPool, L2Advertisement, MetalLB, parse, select_honoured
@@ -461,68 +460,6 @@ def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Wri
             writes.append(SetAnnotations(ref, unpool))
         writes.append(DeleteL2Status(ref))
     return writes
-
-
-def name_invalid_pools(
-    outcomes: Mapping[str, Outcome], *, requests: Mapping[str, ServiceRequest], config: Config
-) -> dict[str, Outcome]:
-    """A Service naming a pool that exists but was rejected is told why the pool is invalid,
-    not that it does not exist (the allocator only ever sees the valid pools)."""
-    out = dict(outcomes)
-    for key, outcome in outcomes.items():
-        if not isinstance(outcome, AllocationError) or outcome.reason != UNKNOWN_POOL:
-            continue
-        pool = requests[key].pool if key in requests else None
-        if pool is None:
-            continue
-        problems = [p for kind in ("IPAddressPool", "AddressPool") for p in config.problems_of(kind, pool)]
-        if problems:
-            why = "; ".join(f"{p.field}={p.value!r}: {p.message}" for p in problems)
-            out[key] = AllocationError(key, INVALID_POOL, f"address pool {pool!r} (address-pool annotation) is invalid: {why}")
-    return out
-
-
-UNKNOWN_POOL, INVALID_POOL = "unknown-pool", "invalid-pool"
-NOT_DEPLOYED = "NotDeployed"
-
-
-def not_deployed_events(
-    views: Mapping[str, ServiceView], *, operator_namespace: str, told: frozenset[str]
-) -> list[Write]:
-    """While no MetalLB resource is honoured, each LoadBalancer Service (`views`, as
-    `ServiceViews.read` gives them) waiting for an IP hears why, once (`told`: keys told)."""
-    message = (f"raylb is not deployed: no MetalLB resource {HONOURED_NAME!r} in namespace "
-               f"{operator_namespace!r}; the Service gets an IP once it exists")  # fmt: skip
-    return [
-        RecordEvent(view.ref, "Warning", NOT_DEPLOYED, message)
-        for key, view in sorted(views.items())
-        if key not in told and not view.recorded_ips
-    ]
-
-
-def unannounced_events(
-    snapshot: Snapshot, *, told: Mapping[str, str], no_interface: Mapping[str, frozenset[IPAddress]] | None = None
-) -> tuple[list[Write], dict[str, str]]:
-    """A Warning for each Service that has IPs no node may announce, even with every speaker
-    alive (see raylb.explain), naming each node's reason; told again only when the reason
-    changes. `no_interface`: what each speaker reports it cannot place (node -> IPs). Returns
-    the writes and the new memory (key -> message).
-
-    A Service without any ready endpoint is not warned about: its pods are not ready yet, which
-    is the application's state (Kubernetes does not warn either), not something to fix in raylb's
-    configuration; `raylb status --service` still shows it."""
-    ready = {s.key for s in snapshot.services if s.has_ready_endpoint}
-    why = explain(snapshot=snapshot, alive=snapshot.node_names, no_interface=no_interface)
-    bad = {k: v for k, v in unannounceable(why).items() if k in ready}
-    writes: list[Write] = []
-    now: dict[str, str] = {}
-    for key, ips in sorted(bad.items()):
-        message = "no node may announce " + " | ".join(summary(e) for _, e in sorted(ips.items(), key=lambda i: (i[0].version, int(i[0]))))
-        now[key] = message
-        if told.get(key) != message:
-            namespace, _, name = key.partition("/")
-            writes.append(RecordEvent(Ref("Service", namespace, name), "Warning", "NotAnnounced", message))
-    return writes, now
 
 
 def recorded_assignments(
