@@ -53,6 +53,7 @@ class Timeline:
             "outage_s": None if self.outage is None else round(self.outage.duration_s, 4),
             "after": None if self.outage is None else self.outage.after,
             "detected_after_s": None if self.detected_s is None else round(self.detected_s - self.event_s, 4),
+        "first_new_answer_after_s": None if (f := first_answer_from_new_node(self)) is None else round(f - self.event_s, 4),
         }  # fmt: skip
 
 
@@ -89,9 +90,17 @@ def plot_png(timelines: Sequence[Timeline], path: Path, *, title: str) -> Path:
     return path
 
 
+def first_answer_from_new_node(t: Timeline) -> float | None:
+    """When the node that took over first answered after the failure (None: it never did)."""
+    if t.outage is None or t.outage.after is None:
+        return None
+    return next((s.t for s in sorted(t.samples, key=lambda s: s.t) if s.ok and s.t > t.event_s and s.node == t.outage.after), None)
+
+
 def _timeline(ax: Any, t: Timeline, colour: dict[str, str]) -> None:
-    end = t.outage.end_s if t.outage is not None else t.event_s + 1.0
-    start_s, stop_s = t.event_s - BEFORE_S, end + AFTER_S
+    first_new = first_answer_from_new_node(t)
+    marks = [m for m in (first_new, t.detected_s, t.outage.end_s if t.outage else None) if m is not None]
+    start_s, stop_s = t.event_s - BEFORE_S, max(marks, default=t.event_s + 1.0) + AFTER_S
     shown = [s for s in t.samples if start_s <= s.t <= stop_s]
     for node, c in colour.items():
         xs = [s.t - t.event_s for s in shown if s.ok and s.node == node]
@@ -101,8 +110,8 @@ def _timeline(ax: Any, t: Timeline, colour: dict[str, str]) -> None:
     ax.axvline(0, color="red")
     if t.detected_s is not None:
         ax.axvline(t.detected_s - t.event_s, color="darkorange", ls="--")
-    if t.outage is not None:
-        ax.axvline(t.outage.end_s - t.event_s, color="green", ls=":")
+    if first_new is not None:
+        ax.axvline(first_new - t.event_s, color="green", ls=":")
     ax.set_xlim(-BEFORE_S, stop_s - t.event_s)
     ax.set_yticks([])
     outage = "no takeover" if t.outage is None else f"outage {t.outage.duration_s * 1000:.0f} ms -> {t.outage.after}"

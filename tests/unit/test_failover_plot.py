@@ -40,6 +40,7 @@ def test_the_plot_is_a_png_with_every_trial(tmp_path: Path) -> None:
         (1, "ipv4", "node1", "node2"), (2, "ipv6", "node1", "node3"), (3, "ipv4", "node2", "node1"),
     ]  # fmt: skip
     assert all(t["detected_after_s"] == 0.3 for t in trials)
+    assert [t["first_new_answer_after_s"] for t in trials] == [0.31, 0.35, 0.29]  # the first request after the gap
     assert 0.3 <= trials[0]["outage_s"] <= 0.33
 
 
