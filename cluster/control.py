@@ -266,7 +266,8 @@ def gather_status() -> dict[str, Any]:
     for node, handle in find_speakers(RAY_NAMESPACE).items():
         try:
             status = ray.get(handle.status.remote(), timeout=5)
-            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})), "peers_alive": status.get("alive", [])})
+            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})),
+                                    "peers_alive": status.get("alive", []), "why": status.get("why", {})})  # fmt: skip
         except Exception:  # noqa: BLE001 - a dead node's speaker just shows as not alive
             out["speakers"].append({"node": node, "alive": False, "owned": []})
     return out

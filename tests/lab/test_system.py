@@ -73,6 +73,9 @@ def test_status_service_tells_each_node_its_rank_and_why_it_does_not_announce(la
     web = system.services(lab)["default/web"]
     assert f"{web['ips'][0]} (announced by {web['node']})" in text
     assert text.count(f"outranked by node {web['node']}") == 2, text
+    # each speaker's own status says the same about itself
+    why = {s["node"]: s["why"] for s in system.status(lab)["speakers"]}
+    assert {node: why[node][local["ip"]] for node in why} == {n["node"]: n["text"] for n in local["nodes"]}
 
 
 def test_status_shows_a_service_without_an_ip_as_pending_with_the_reason(lab: Lab, tmp_path: Path) -> None:
