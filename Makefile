@@ -20,6 +20,8 @@ provision: $(STAMP)
 	$(BIN)/python -m raylb.cluster.lab.packages
 	@echo "==> provisioning Kubernetes, CoreDNS and KubeRay binaries (cached after the first build)"
 	$(BIN)/python -m raylb.cluster.kube.provision
+	@echo "==> the Prometheus Operator's CRDs for deploy/monitoring's test (Go module proxy, cached)"
+	$(BIN)/python -m raylb.cluster.kube.promcrds
 	@echo "==> building the lab's images: pause, backend, Debian + Ray base, deploy/kuberay/Dockerfile (cached)"
 	$(BIN)/python -m raylb.cluster.lab.images
 

@@ -11,8 +11,10 @@ is a Ray wrapper around it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from raylb.errors import AllocationError, TemporaryError
+from raylb.metrics import Metric, allocator_families
 from raylb.ipam.allocator import Allocator, Assignment
 from raylb.ipam.request import ServiceRequest
 from raylb.pools import Pool
@@ -29,10 +31,13 @@ class NotRestored(TemporaryError):
 class AllocatorService:
     """Pool state behind a restore gate; every method is idempotent."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics_port: int = 0) -> None:
         self._allocator = Allocator()
         self._restored = False
         self.restores = 0
+        self._metrics: Any = None
+        if metrics_port:
+            self.serve_metrics(metrics_port)
 
     def restored(self) -> bool:
         return self._restored
@@ -73,6 +78,21 @@ class AllocatorService:
 
     def stats(self) -> dict[str, dict[str, object]]:
         return {name: stats.as_dict() for name, stats in self._allocator.stats().items()}
+
+    def metrics(self) -> list[Metric]:
+        """MetalLB's allocator families, exact at any pool size."""
+        services: dict[str, int] = {}
+        for assignment in self._allocator.snapshot():
+            services[assignment.pool] = services.get(assignment.pool, 0) + 1
+        return allocator_families(self.stats(), services)
+
+    def serve_metrics(self, port: int) -> int:
+        """Start this process's /metrics endpoint (idempotent); returns the port (0: off)."""
+        if self._metrics is None:
+            from raylb.actors.metrics_http import serve  # noqa: PLC0415
+
+            self._metrics = serve(self.metrics, host="", port=port)
+        return 0 if self._metrics is None else self._metrics.port
 
     def ping(self) -> bool:
         return True

@@ -15,21 +15,26 @@ period. Against an API server, writes to different objects go out in parallel.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from raylb import notices
 from raylb import reconcile as rc
 from raylb.actors.allocator import NotRestored, Outcome
 from raylb.actors.memberlist_key import REFRESH_S, KeySource
+from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT, serve
 from raylb.desired import Change, Desired, Ref, Results, World
 from raylb.errors import Problem
 from raylb.ipam.request import ServiceRequest
 from raylb.keyring import KeySet, accept_first, fingerprint, for_new_speaker, plan_keys
+from raylb.metrics import Metric, OperatorFigures, operator_families
 from raylb.pools import Pool
 from raylb.snapshot import EMPTY, NodeInfo, Snapshot
 
@@ -165,14 +170,22 @@ class OperatorCore:
     _older_keys: tuple[bytes, ...] = ()  # keys read before it in this operator's life
     _key_read_at: datetime | None = None
     _keys: KeySet | None = None  # what every speaker should hold (plan_keys)
+    _undeployed_told: frozenset[str] = frozenset()  # Services told raylb is not deployed
+    _unannounced: dict[str, str] = field(default_factory=dict)  # Services told nobody may announce them
+    _unannounced_on: tuple[Any, ...] | None = None  # the snapshot version and unplaced IPs judged on
+    figures: OperatorFigures = field(default_factory=OperatorFigures)  # for metrics
 
     def step(self, *, timeout_s: float = POLL_S) -> None:
         """One round: take changes (waiting up to timeout_s), then reconcile. Never raises."""
         try:
-            for change in self.desired.wait_changes(timeout_s=timeout_s):
+            changes = self.desired.wait_changes(timeout_s=timeout_s)
+            started_s = time.monotonic()
+            for change in changes:
                 self.world.apply(change)
+            self.figures.queue_depth = len(changes)
             if getattr(self.desired, "synced", True):
                 self.reconcile()
+                self.figures.round_s = time.monotonic() - started_s
             else:  # an incomplete world must not be acted on; only say why nothing happens
                 now = self.clock()
                 self._report_unsynced(self._track_source_errors(now), now)
@@ -191,10 +204,14 @@ class OperatorCore:
         if system.metallb is None:
             self._report_unsynced(source_errors, now)
             self._teardown()
+            self._tell_undeployed()
             return
         metallb = system.metallb
         self.deployed = True
+        self._undeployed_told = frozenset()
         config = rc.read_config(self.world, operator_namespace=self.operator_namespace)
+        self.figures.config_loaded = self.figures.config_loaded or not config.problems
+        self.figures.config_stale = bool(config.problems)
         self._apply(rc.pool_condition_writes(self.world, config, operator_namespace=self.operator_namespace, now=now))
         failed = self._apply(rc.problem_events(config, operator_namespace=self.operator_namespace, previous=self._problems))
         # A problem whose event could not be recorded is not remembered: it is told again next round.
@@ -204,6 +221,7 @@ class OperatorCore:
         self._valid_requests = rc.valid_requests(views, previous=self._valid_requests)
         requests = rc.allocation_requests(views, valid=self._valid_requests)
         outcomes = self._allocate(pools=config.pools, requests=requests, views=views)
+        outcomes = notices.name_invalid_pools(outcomes, requests=requests, config=config)
         writes: list[rc.Write] = []
         for key, view in views.items():
             writes += rc.service_writes(
@@ -245,6 +263,13 @@ class OperatorCore:
         if not rc.same_content(candidate, self.snapshot) or held > self.snapshot.version:
             self.snapshot = candidate
         self.ray.push(self.snapshot, nodes)
+        unplaced = {n: frozenset(ipaddress.ip_address(i) for i in st.get("unplaced", ())) for n, st in statuses.items()}
+        judged_on = (self.snapshot.version, tuple(sorted((n, tuple(sorted(map(str, u)))) for n, u in unplaced.items() if u)))
+        if judged_on != self._unannounced_on:
+            writes, unannounced = notices.unannounced_events(self.snapshot, told=self._unannounced, no_interface=unplaced)
+            failed = {ref.key for ref in self._apply(writes)}  # told again next round
+            self._unannounced = {k: m for k, m in unannounced.items() if k not in failed}
+            self._unannounced_on = None if failed else judged_on
 
         announcers = self._announcers_from(statuses, views)
         failed = self._apply(rc.announcement_writes(views, announcers=announcers, previous=self._announcers))
@@ -365,7 +390,14 @@ class OperatorCore:
                     out.setdefault(service.key, by_ip[str(ip)])
         return out
 
+    def _tell_undeployed(self) -> None:
+        views = self._service_views.read(self.world, load_balancer_class=None)  # parses only what changed
+        writes = notices.not_deployed_events(views, operator_namespace=self.operator_namespace, told=self._undeployed_told)
+        failed = self._apply(writes)
+        self._undeployed_told |= {w.ref.key for w in writes if w.ref not in failed}
+
     def _teardown(self) -> None:
+        self._speaker_nodes = {}  # status lists no speaker that was removed
         if not self.deployed and not self.ray.speaker_names():
             return
         for name in sorted(self.ray.speaker_names()):
@@ -397,10 +429,31 @@ class OperatorCore:
                     self.counters.write_failures += 1
                     self.counters.last_error = f"{type(write).__name__} {write.ref}: {error}"
                     log.warning("write failed: %s %s: %s", type(write).__name__, write.ref, error)
+                    self.figures.update_errors += 1
                     continue
                 self.counters.writes += 1
+                self.figures.updates += 1
+                self._time_to_ip(write)
                 _reflect(self.world, write)
         return frozenset(failed)
+
+    def _time_to_ip(self, write: rc.Write) -> None:
+        """A Service's first IP, written: how long since it was created (raylb_service_ip_seconds)."""
+        if not isinstance(write, rc.SetIngress) or not write.ips:
+            return
+        obj = self.world.get(write.ref) or {}
+        if ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            return  # not its first IP
+        created = (obj.get("metadata") or {}).get("creationTimestamp")
+        try:
+            at = datetime.strptime(str(created), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        except ValueError:
+            return
+        self.figures.service_ip_s = max(0.0, (self.clock() - at).total_seconds())
+        self.figures.services_given_ip += 1
+
+    def metrics(self) -> list[Metric]:
+        return operator_families(self.figures)
 
     def _execute_all(self, writes: Sequence[rc.Write]) -> list[tuple[rc.Write, Exception | None]]:
         """Writes to one object, in order; one failure does not stop the ones after it."""
@@ -428,6 +481,9 @@ class OperatorCore:
             "speakers": sorted(self._speaker_nodes),
             "announcers": dict(self._announcers),
             "membership_key": fingerprint(self._key) if self._key is not None else None,
+            # Services without an IP, and why (the last refusal, or raylb not deployed)
+            "pending": {**{k: "raylb is not deployed (no MetalLB resource)" for k in self._undeployed_told},
+                        **self._last_error},  # fmt: skip
             "counters": self.counters.__dict__.copy(),
             # desired state the operator cannot read: persistent (reported as Degraded) ...
             "source_errors": {e.kind: f"{e.reason}: {e.message}" for e in self.source_errors},
@@ -474,6 +530,11 @@ class OperatorSettings:
     # with "memory": a file holding the membership key ($RAYLB_MEMBERLIST_KEY_FILE of `raylb run`);
     # None: $RAYLB_MEMBERLIST_KEY of the operator's process, else a key kept in the store actor
     memberlist_key_file: str | None = None
+    # /metrics ports (raylb.actors.metrics_http; 0 = off): the operator's and the allocator's on
+    # the control node, each speaker's on its node address
+    metrics_port: int = OPERATOR_PORT
+    allocator_metrics_port: int = ALLOCATOR_PORT
+    speaker_metrics_port: int = SPEAKER_PORT
 
 
 def connect(settings: OperatorSettings) -> tuple[Desired, Results, KeySource]:
@@ -514,13 +575,16 @@ class OperatorActor:
         logging.basicConfig(level=logging.INFO)
         self._settings = settings
         desired, results, key_source = connect(settings)
+        ray_ops = RayOps(allocator_metrics_port=settings.allocator_metrics_port,
+                         speaker_metrics_port=settings.speaker_metrics_port)  # fmt: skip
         self._core = OperatorCore(
-            desired=desired, results=results, ray=RayOps(), key_source=key_source,
+            desired=desired, results=results, ray=ray_ops, key_source=key_source,
             operator_namespace=settings.operator_namespace,
             write_concurrency=KUBE_WRITE_CONCURRENCY if settings.source == "kube" else 1,
         )
         self._loop = OperatorLoop(self._core)
         self._loop.start()
+        self._metrics = serve(self._core.metrics, host="", port=settings.metrics_port)
 
     def status(self) -> dict[str, Any]:
         return self._core.status()

@@ -50,8 +50,13 @@ class RayNode:
 class RayOps:
     """Allocator, speakers and the node table, seen through Ray."""
 
-    def __init__(self, *, namespace: str = RAY_NAMESPACE, call_timeout_s: float = CALL_TIMEOUT_S) -> None:
+    def __init__(
+        self, *, namespace: str = RAY_NAMESPACE, call_timeout_s: float = CALL_TIMEOUT_S,
+        allocator_metrics_port: int = 0, speaker_metrics_port: int = 0,
+    ) -> None:  # fmt: skip
         self.namespace = namespace
+        self.allocator_metrics_port = allocator_metrics_port  # 0: no endpoint (raylb.actors.metrics_http)
+        self.speaker_metrics_port = speaker_metrics_port
         self.call_timeout_s = call_timeout_s
         self._pushed: dict[str, int] = {}  # node -> snapshot version last acknowledged
         self._keys_pushed: dict[str, KeySet] = {}  # node -> membership keys last acknowledged
@@ -82,7 +87,7 @@ class RayOps:
             max_restarts=-1,
             num_cpus=0,
             **control_placement(),
-        ).remote()
+        ).remote(metrics_port=self.allocator_metrics_port)
 
     def call_allocator(self, method: str, **kwargs: Any) -> Any:
         handle = self.allocator()
@@ -115,7 +120,7 @@ class RayOps:
             self._keys_pushed[node.name] = keys
             handle = start_speaker(
                 node_name=node.name, node_id=node.node_id, node_address=node.address, keys=keys,
-                namespace=self.namespace,
+                namespace=self.namespace, metrics_port=self.speaker_metrics_port,
             )  # fmt: skip
         return handle
 

@@ -25,6 +25,7 @@ import yaml
 
 from raylb.actors.allocator import ALLOCATOR_NAME
 from raylb.actors.memory import MEMORY_NAME, start_memory
+from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT
 from raylb.actors.operator import OPERATOR_NAME, OperatorSettings, settings_conflict, start_operator
 from raylb.actors.ray_ops import RAY_NAMESPACE
 from raylb.actors.speaker.actor import find_speakers, speaker_name
@@ -157,7 +158,16 @@ def _actor(name: str) -> Any | None:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="Kubeconfig of the cluster to serve (default: in-cluster, then $KUBECONFIG).")
 @click.option("--memory", is_flag=True, help="Read desired state from raylb's in-memory store instead of Kubernetes.")
 @click.option("--operator-namespace", default=OPERATOR_NAMESPACE, show_default=True)
-def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=OPERATOR_PORT, show_default=True,
+              help="The operator's /metrics port on the control node (0: off).")
+@click.option("--allocator-metrics-port", type=click.IntRange(0, 65535), default=ALLOCATOR_PORT, show_default=True,
+              help="The allocator's /metrics port on the control node (0: off).")
+@click.option("--speaker-metrics-port", type=click.IntRange(0, 65535), default=SPEAKER_PORT, show_default=True,
+              help="Each speaker's /metrics port on its node address (0: off).")
+def run_command(
+    address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str,
+    metrics_port: int, allocator_metrics_port: int, speaker_metrics_port: int,
+) -> None:  # fmt: skip
     """Start the raylb operator on the Ray cluster, or attach to the one already running."""
     if kubeconfig:
         kubeconfig = str(Path(kubeconfig).resolve())
@@ -168,7 +178,8 @@ def run_command(address: str | None, kubeconfig: str | None, memory: bool, opera
     settings = OperatorSettings(
         operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig,
         memberlist_key_file=key_file,
-    )
+        metrics_port=metrics_port, allocator_metrics_port=allocator_metrics_port, speaker_metrics_port=speaker_metrics_port,
+    )  # fmt: skip
     existing = _actor(OPERATOR_NAME)
     if existing is not None:  # attach only to an operator doing what this run asks for
         try:
@@ -268,14 +279,55 @@ def gather_status() -> dict[str, Any]:
             {"service": a.service, "ips": [str(ip) for ip in a.ips], "pool": a.pool, "node": announcers.get(a.service)}
             for a in assignments
         ]
+    out["services"] += pending_services(out["operator"], {s["service"] for s in out["services"]})
     for node, handle in find_speakers(RAY_NAMESPACE).items():
         try:
             status = ray.get(handle.status.remote(), timeout=5)
-            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})), "peers_alive": status.get("alive", []),
-                                    "drops": status.get("drops", {}), "keys": status.get("keys", {})})
+            out["speakers"].append({"node": node, "alive": True, "owned": sorted(status.get("owned", {})),
+                                    "peers_alive": status.get("alive", []), "why": status.get("why", {}),
+                                    "drops": status.get("drops", {}), "keys": status.get("keys", {})})  # fmt: skip
         except Exception:  # noqa: BLE001 - a dead node's speaker just shows as not alive
             out["speakers"].append({"node": node, "alive": False, "owned": []})
     return out
+
+
+def pending_services(operator: dict[str, Any] | None, assigned: set[str]) -> list[dict[str, Any]]:
+    """Services without an IP, with the operator's reason (`<pending>` in the table)."""
+    pending = (operator or {}).get("pending") or {}
+    return [
+        {"service": key, "ips": [], "pool": None, "node": None, "pending": reason}
+        for key, reason in sorted(pending.items())
+        if key not in assigned
+    ]
+
+
+def explain_service(service: str) -> list[dict[str, Any]]:
+    """Why each node does (not) announce each IP of `service`, as a live speaker sees it, with
+    every live speaker's report of IPs it has no usable interface for."""
+    handles = find_speakers(RAY_NAMESPACE)
+    unplaced: dict[str, list[str]] = {}
+    live = []
+    for node, handle in handles.items():
+        try:
+            unplaced[node] = ray.get(handle.status.remote(), timeout=5).get("unplaced", [])
+            live.append(handle)
+        except Exception:  # noqa: BLE001 - a dead node's speaker cannot report
+            continue
+    if not live:
+        raise click.ClickException("no speaker is running: raylb is not deployed (is there a MetalLB resource?)")
+    return ray.get(live[0].explain.remote(service, unplaced), timeout=CALL_TIMEOUT_S)
+
+
+def why_table(service: str, explanations: list[dict[str, Any]]) -> str:
+    """`raylb status --service`: per IP, the nodes in the IP's order with rank and reason."""
+    if not explanations:
+        return f"{service} holds no announced IP (see `raylb status` for why it is pending)"
+    parts = []
+    for e in explanations:
+        rows = [["NODE", "RANK", "REASON"]] + [[n["node"], str(n["rank"]), n["text"]] for n in e["nodes"]]
+        head = f"{e['ip']} (announced by {e['announcer'] or 'nobody'})"
+        parts.append(head + "\n" + _table(rows))
+    return "\n\n".join(parts)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -283,19 +335,8 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-@click.command("status")
-@address_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
-def status_command(address: str | None, as_json: bool) -> None:
-    """Pools, services and speakers of the running raylb."""
-    connect(address)
-    status = gather_status()
-    if as_json:
-        click.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
-        return
-    if status["operator"] is None:
-        click.echo("raylb is not running on this Ray cluster (start it with `raylb run`)")
-        sys.exit(1)
+def status_text(status: dict[str, Any]) -> str:
+    """The tables of `raylb status`: pools, services (`<pending>` with the reason), speakers."""
     pools = [["POOL", "FAMILY", "SIZE", "USED", "FREE"]]
     for name, stats in sorted(status["pools"].items()):
         for family in ("ipv4", "ipv6"):
@@ -303,10 +344,40 @@ def status_command(address: str | None, as_json: bool) -> None:
             if fam["total"]:
                 pools.append([name, family, str(fam["total"]), str(fam["in_use"]), str(fam["free"])])
     services = [["SERVICE", "IPS", "POOL", "ANNOUNCED FROM"]]
-    services += [[s["service"], ",".join(s["ips"]), s["pool"], s["node"] or "-"] for s in status["services"]]
+    for s in status["services"]:
+        if s["ips"]:
+            services.append([s["service"], ",".join(s["ips"]), s["pool"], s["node"] or "-"])
+        else:
+            services.append([s["service"], "<pending>", "-", f"- ({s.get('pending') or 'waiting'})"])
     speakers = [["SPEAKER NODE", "ALIVE", "IPS OWNED"]]
     speakers += [[s["node"], "yes" if s["alive"] else "no", ",".join(s["owned"]) or "-"] for s in status["speakers"]]
-    click.echo("\n\n".join(_table(t) for t in (pools, services, speakers)))
+    return "\n\n".join(_table(t) for t in (pools, services, speakers))
+
+
+@click.command("status")
+@address_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+@click.option("--service", default=None, metavar="NS/NAME", help="Why each node does (not) announce this Service's IPs.")
+def status_command(address: str | None, as_json: bool, service: str | None) -> None:
+    """Pools, services and speakers of the running raylb."""
+    if service is not None and (service.count("/") != 1 or not all(service.split("/"))):
+        raise click.ClickException(f"--service {service!r}: expected NAMESPACE/NAME, e.g. default/web")
+    connect(address)
+    if service is not None:
+        explanations = explain_service(service)
+        if as_json:
+            click.echo(json.dumps(explanations, indent=2, sort_keys=True))
+        else:
+            click.echo(why_table(service, explanations))
+        return
+    status = gather_status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2, sort_keys=True, default=str))
+        return
+    if status["operator"] is None:
+        click.echo("raylb is not running on this Ray cluster (start it with `raylb run`)")
+        sys.exit(1)
+    click.echo(status_text(status))
 
 
 @click.command("uninstall")

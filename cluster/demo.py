@@ -38,10 +38,12 @@ from kubernetes import client
 
 from raylb.actors.local import InProcessRay, NoKeys
 from raylb.actors.operator import OperatorCore
-from raylb.actors.speaker.failover_probe import ProbeRun, takeover
+from raylb.actors.speaker.failover_probe import Outage, ProbeRun, Sample, takeover
 from raylb.cluster.kube.provision import ensure_binaries, find_binaries
 from raylb.cluster.lab import hosts, in_netns, system
 from raylb.cluster.lab import kube as lab_kube
+from raylb.cluster.lab.failover import detected_at
+from raylb.cluster.lab.failover_plot import Timeline, plot_png
 from raylb.cluster.lab.lab import Lab, down, lab_namespaces, state_dir
 from raylb.cluster.lab.ray_nodes import RAY_ADDRESS
 from raylb.cluster.lab.topology import CLIENT, CONTROL, DEFAULT_LAB_NAME, check_lab_name, netns_name
@@ -89,6 +91,7 @@ class Failover:
     outage_s: float
     failed_requests: int
     kubernetes_node: str | None  # what ServiceL2Status names after the failover
+    picture: str | None = None  # the client's timeline, drawn (PNG)
 
 
 @dataclass
@@ -320,12 +323,15 @@ def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = cl
             killed_at = time.monotonic()
             lab.kill_host(victim)
             run.wait_for(lambda s: takeover(s, event_s=killed_at), timeout_s=TAKEOVER_TIMEOUT_S, what=f"another node answering for {vip}")
-            outage = takeover(run.stop(), event_s=killed_at)
+            samples = tuple(run.stop())
+            outage = takeover(samples, event_s=killed_at)
         assert outage is not None
         echo(
             f"    {victim} -> {outage.after}: the client (a request every 10 ms) got no answer for "
             f"{outage.duration_s:.3f} s ({outage.failed} failed requests)"
         )
+        picture = _draw_failover(lab, vip=vip, victim=victim, killed_at=killed_at, samples=samples, outage=outage)
+        echo(f"    the failover as the client saw it, drawn: {picture}")
         try:
             moved = _wait(
                 lambda: (n := _kube_services(lab)[FAILOVER_SERVICE]["node"]) not in (None, victim) and n,
@@ -337,13 +343,22 @@ def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = cl
             echo(f"    Kubernetes: the ServiceL2Status of {FAILOVER_SERVICE} still names {victim} after {L2_STATUS_TIMEOUT_S:.0f} s")
         result.failover = Failover(
             service=FAILOVER_SERVICE, vip=vip, before=victim, after=outage.after,
-            outage_s=outage.duration_s, failed_requests=outage.failed, kubernetes_node=moved,
+            outage_s=outage.duration_s, failed_requests=outage.failed, kubernetes_node=moved, picture=str(picture),
         )  # fmt: skip
 
     with steps.step(f"bringing {victim} back: its HTTP server and raylet restart"):
         lab.restart_node(victim)
         echo(f"    raylb starts a speaker there again; the same election may hand {vip} back to {victim}")
     return result
+
+
+def _draw_failover(lab: Lab, *, vip: str, victim: str, killed_at: float, samples: tuple[Sample, ...], outage: Outage) -> Path:
+    """The demo's failover as `raylb lab failover --plot` draws a trial, into the lab's folder."""
+    detected = detected_at(lab, node=outage.after, peer=victim, after_s=killed_at) if outage.after else None
+    family = "ipv6" if ":" in vip else "ipv4"
+    timeline = Timeline(trial=1, family=family, mode="kill", victim=victim, vip=vip, event_s=killed_at,
+                        samples=samples, outage=outage, detected_s=detected)  # fmt: skip
+    return plot_png([timeline], lab.state_dir / "failover.png", title=f"raylb demo: {victim} killed while announcing {vip}")
 
 
 def _url(vip: str) -> str:

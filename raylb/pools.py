@@ -73,9 +73,12 @@ def parse_address_entry(text: str) -> AddressRange:
         start_text, _, end_text = entry.partition("-")
         try:
             start = ipaddress.ip_address(start_text.strip())
+        except ValueError:  # "not-an-ip": a dash does not make a range
+            raise ValueError(f"invalid address {entry!r}: not an IP address, a CIDR or a FIRST-LAST range") from None
+        try:
             end = ipaddress.ip_address(end_text.strip())
         except ValueError:
-            raise ValueError(f"invalid range {entry!r}: expected FIRST-LAST with two IP addresses") from None
+            raise ValueError(f"invalid range {entry!r}: the end {end_text.strip()!r} is not an IP address") from None
         if start.version != end.version:
             raise ValueError(f"invalid range {entry!r}: start and end are of different IP families")
         _check_plain(start, entry)
@@ -86,7 +89,7 @@ def parse_address_entry(text: str) -> AddressRange:
     try:
         ip = ipaddress.ip_address(entry)
     except ValueError:
-        raise ValueError(f"invalid address {entry!r}: expected an IP, a CIDR or FIRST-LAST") from None
+        raise ValueError(f"invalid address {entry!r}: not an IP address, a CIDR or a FIRST-LAST range") from None
     _check_plain(ip, entry)
     return AddressRange(ip, ip)
 

@@ -452,6 +452,10 @@ def stale_services(world: World, managed: Mapping[str, ServiceView]) -> list[Wri
         unpool = ((POOL_ANNOTATION, None),) if POOL_ANNOTATION in notes else ()
         if has_ingress:
             writes.append(SetIngress(ref, (), annotations=unpool))
+            ips = [i.get("ip") or i.get("hostname") for i in obj["status"]["loadBalancer"]["ingress"] if isinstance(i, dict)]
+            kind = (obj.get("spec") or {}).get("type", "ClusterIP")
+            why = f"its type is now {kind}" if not_load_balancer else "raylb no longer serves it (loadBalancerClass)"
+            writes.append(RecordEvent(ref, "Normal", "IPReleased", f"released IP {ips}: {why}"))
         else:
             writes.append(SetAnnotations(ref, unpool))
         writes.append(DeleteL2Status(ref))

@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from raylb.actors.metrics_http import SPEAKER_PORT, serve
 from raylb.actors.names import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.actors.speaker.core import SpeakerCore
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
@@ -78,6 +79,7 @@ class NodeAnnouncer:
     def __init__(self) -> None:
         self.responder = Responder()
         self.announcements = Announcements(self.responder)
+        self._held: set[IPAddress] = set()
         self.responder.start()
         self.announcements.start()
         self.errors: Counter[str] = Counter()
@@ -86,10 +88,17 @@ class NodeAnnouncer:
         self._worker.start()
 
     def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
+        self._held.add(ip)
         self._queue.put(("announce", ip, interfaces))
 
     def withdraw(self, ip: IPAddress) -> None:
+        self._held.discard(ip)
         self._queue.put(("withdraw", ip, ()))
+
+    def unplaced(self) -> frozenset[IPAddress]:
+        """IPs held but on no interface: this node has no usable interface for them (an IP
+        still queued for the announcing thread counts too, for that moment)."""
+        return frozenset(self._held - set(self.announcements.placement()))
 
     def reannounce(self, ip: IPAddress) -> None:
         self._queue.put(("reannounce", ip, ()))
@@ -136,6 +145,7 @@ class Speaker:
         port: int = DEFAULT_PORT,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         dead_after_s: float = DEAD_AFTER_S,
+        metrics_port: int = SPEAKER_PORT,
     ) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         self.node_name = node_name
@@ -159,6 +169,7 @@ class Speaker:
         self.core = SpeakerCore(membership=membership, transport=self._transport, announcer=self._announcer, keys=keys)
         self._loop_thread = threading.Thread(target=self._loop, name="raylb-speaker", daemon=True)
         self._loop_thread.start()
+        self._metrics = serve(self.core.metrics, host=node_address, port=metrics_port)  # on the node, as MetalLB's
         log.info("speaker %s started on %s:%d (pid %d)", node_name, node_address, port, os.getpid())
 
     # ------------------------------------------------------------------ Ray methods
@@ -168,7 +179,8 @@ class Speaker:
         return self.core.push(snapshot)
 
     def status(self) -> dict[str, Any]:
-        status = self.core.status()
+        status = self.core.status(no_interface=self._announcer.unplaced())
+        status["unplaced"] = sorted(str(ip) for ip in self._announcer.unplaced())
         status.update(pid=os.getpid(), address=self.node_address, loop_errors=dict(self.errors),
                       loop_running=self._loop_thread.is_alive())  # fmt: skip
         return status
@@ -190,6 +202,14 @@ class Speaker:
         """New membership keys (raylb.keyring); returns the fingerprints now held."""
         self.core.set_keys(keys, now_s=time.monotonic())
         return self.core.status()["keys"]
+    def explain(self, service: str, no_interface: Mapping[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        """Why each node does (not) announce each IP of `service` ("namespace/name"), as this
+        speaker sees it; `no_interface`: what other speakers reported unplaced (node -> IPs)."""
+        from raylb.explain import for_service  # noqa: PLC0415
+
+        unplaced = {n: frozenset(ipaddress.ip_address(i) for i in ips) for n, ips in (no_interface or {}).items()}
+        unplaced[self.node_name] = self._announcer.unplaced()
+        return [e.to_dict() for e in for_service(self.core.explain(no_interface=unplaced), service)]
 
     def node_dead(self, node_name: str) -> None:
         """Ray's node table says `node_name` died: the second, slower signal, relayed by the
@@ -219,7 +239,8 @@ class Speaker:
 
 
 def start_speaker(
-    *, node_name: str, node_id: str, node_address: str, keys: KeySet, namespace: str = DEFAULT_NAMESPACE
+    *, node_name: str, node_id: str, node_address: str, keys: KeySet, namespace: str = DEFAULT_NAMESPACE,
+    metrics_port: int = SPEAKER_PORT,
 ) -> Any:
     """Create (or return the running) speaker of one Ray node: named `raylb-speaker-<node>`,
     detached, pinned to `node_id` for good (soft=False), never restarted elsewhere by Ray
@@ -240,7 +261,7 @@ def start_speaker(
         max_restarts=0,
         num_cpus=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-    ).remote(node_name=node_name, node_address=node_address, keys=keys)
+    ).remote(node_name=node_name, node_address=node_address, keys=keys, metrics_port=metrics_port)
 
 
 def find_speakers(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:

@@ -53,9 +53,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from raylb import wire
-from raylb.election import Handover, Interfaces, diff, owned_ips
+from raylb.election import Handover, Interfaces, diff, elect, owned_ips
+from raylb.explain import IPExplanation, explain
 from raylb.keyring import KeyRing, KeySet
 from raylb.membership import NO_CHANGE, Changes, Membership
+from raylb.metrics import Metric, speaker_families
+from raylb.peerstats import PeerStats
 from raylb.pools import IPAddress
 from raylb.snapshot import EMPTY, Snapshot
 
@@ -138,6 +141,8 @@ class SpeakerCore:
         self._left = False
         self.counts: Counter[str] = Counter()
         self.drops: Counter[str] = Counter()  # malformed / unauthenticated; the rest: membership.drops
+        self.peer_stats = PeerStats()  # for metrics (raylb.metrics.speaker_families)
+        self._explained: tuple[tuple[Any, ...], dict[IPAddress, IPExplanation]] | None = None
 
     # ------------------------------------------------------------------ inputs
 
@@ -229,7 +234,34 @@ class SpeakerCore:
         with self._lock:
             return dict(self._applied)
 
-    def status(self) -> dict[str, Any]:
+    def explain(self, *, no_interface: Mapping[str, frozenset[IPAddress]]) -> dict[IPAddress, IPExplanation]:
+        """Every snapshot IP, every node's verdict, as this speaker sees it (`raylb.explain`);
+        `no_interface`: node -> IPs it holds but cannot place on a usable interface."""
+        with self._lock:
+            inputs = (self._snapshot, self.membership.alive(), tuple(sorted(no_interface.items())))
+            if self._explained is None or self._explained[0] != inputs:  # status is polled; elections are rare
+                why = explain(snapshot=inputs[0], alive=inputs[1], no_interface=no_interface)
+                self._explained = (inputs, why)
+            return self._explained[1]
+
+    def metrics(self) -> list[Metric]:
+        """This speaker's Prometheus families (raylb.metrics.speaker_families)."""
+        try:
+            responder = {k: dict(v) for k, v in self._announcer.counters().items()}
+        except Exception:  # noqa: BLE001 - a broken responder still leaves the rest to report
+            responder = {}
+        with self._lock:
+            announced: dict[str, list[str]] = {}
+            for service in self._snapshot.services:
+                for ip in service.ips:
+                    if ip in self._applied:
+                        announced.setdefault(str(ip), []).append(service.key)
+            lag = max(0, self.membership.newest_snapshot_version - self.snapshot.version)
+            return speaker_families(node=self.node, announced=announced, responder=responder, peers=self.peer_stats,
+                                    delays_s=self.peer_stats.take_delays(), snapshot_lag=lag)  # fmt: skip
+
+    def status(self, *, no_interface: frozenset[IPAddress] = frozenset()) -> dict[str, Any]:
+        why = self.explain(no_interface={self.node: no_interface})
         with self._lock:
             now_s = self._now_s
             try:
@@ -259,6 +291,14 @@ class SpeakerCore:
                 "drops": dict(self.drops + self.membership.drops),
                 "keys": self._keys.report(now_s),
                 "responder": counters,
+                # the last death of each peer: when this speaker declared it (its now_s clock,
+                # CLOCK_MONOTONIC in the actor) and how long the peer had been silent
+                "peer_deaths": {
+                    peer: {"detected_at_s": at, "silent_for_s": self.peer_stats.detection_s.get(peer)}
+                    for peer, at in sorted(self.peer_stats.detected_at_s.items())
+                },
+                # why this node does (not) announce each IP of the snapshot
+                "why": {str(ip): v.text for ip, e in sorted(why.items(), key=_ip_key) if (v := e.of(self.node))},
             }
 
     # ------------------------------------------------------------------ internals
@@ -283,6 +323,8 @@ class SpeakerCore:
                 log.debug("speaker %s: dropped datagram from %s: %s", self.node, source, err)
                 continue
             self.counts["datagrams"] += 1
+            if datagram.node != self.node:
+                self.peer_stats.on_datagram(datagram.node, incarnation=datagram.incarnation, seq=datagram.seq, now_s=now_s)
             changes |= self.membership.on_datagram(datagram, now_s=now_s, wall_ns=wall_ns, address=source)
         return changes
 
@@ -358,11 +400,26 @@ class SpeakerCore:
         self.counts["elections"] += 1
         handover = diff(self._applied, self._wanted)
         self._apply(handover, now_s)
+        if changes.died:
+            self._count_deaths(changes.died, handover, now_s)
         if changes.revived and self.membership.ready(now_s):
             self._welcome(changes.revived)
         if changes.joined or changes.welcomed_by:
             self._reannounce(kept=set(self._applied) - set(handover.start), joined=changes.joined | changes.welcomed_by)
         return handover
+
+    def _count_deaths(self, died: frozenset[str], handover: Handover, now_s: float) -> None:
+        """Metrics only, after the handover is applied (off the failover path): how long each
+        death took to notice, and which dead peer each newly announced IP came from."""
+        view = self.membership.view(now_s)
+        for peer in sorted(died):
+            self.peer_stats.on_death(peer, silent_for_s=view[peer].silent_for_s if peer in view else None, now_s=now_s)
+        if handover.start:
+            before = elect(snapshot=self._snapshot, alive=self.membership.alive() | died)
+            for ip in handover.start:
+                owner = before[ip].announcer if ip in before else None
+                if owner in died:
+                    self.peer_stats.on_handover(owner, 1)
 
     def _welcome(self, peers: frozenset[str]) -> None:
         """Step 7 of the module docstring: tell peers we had dead that they are back."""

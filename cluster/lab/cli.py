@@ -19,6 +19,7 @@ from raylb.cluster.lab import lab as lab_module
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.lab import Lab, LabError
 from raylb.cluster.lab.options import lab_name_option
+from raylb.cluster.lab.prometheus import PORT as PROMETHEUS_PORT
 from raylb.cluster.lab.ray_nodes import RayOptions
 from raylb.cluster.lab.topology import DEFAULT_LAB_NAME, MAX_NODES, SEED_POOLS, parse_netns_name
 from raylb.errors import RaylbError
@@ -46,12 +47,17 @@ def group() -> None:
     "CoreDNS on the control host (implies --kube, replaces --http)",
 )
 @click.option(
+    "--prometheus/--no-prometheus", default=True, show_default=True,
+    help="a real Prometheus on the control address scraping every raylb /metrics endpoint",
+)  # fmt: skip
+@click.option(
     "--ray-system-config", default="{}", metavar="JSON",
     help="Ray system config for the head, e.g. '{\"health_check_period_ms\": 500}'",
 )  # fmt: skip
 def up(
-    name: str, nodes: int, ray: bool, http: bool, kube: bool, kubernetes: bool, ray_system_config: str
-) -> None:
+    name: str, nodes: int, ray: bool, http: bool, kube: bool, kubernetes: bool, prometheus: bool,
+    ray_system_config: str,
+) -> None:  # fmt: skip
     """Build a lab: bridge, control, NODES nodes and a client."""
     start_s = time.monotonic()
     try:
@@ -68,6 +74,12 @@ def up(
         )  # fmt: skip
     except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from exc
+    if prometheus:
+        try:
+            lab.start_prometheus()
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            lab.down()  # half a lab is removed, as Lab.up does
+            raise click.ClickException(f"Prometheus did not start: {exc}") from exc
     took_s = time.monotonic() - start_s
     click.echo(f"lab {name!r} is up in {took_s:.1f} s")
     for host in lab.hosts:
@@ -76,6 +88,8 @@ def up(
     click.echo(f"  pools: {', '.join(f'{k}={v}' for k, v in SEED_POOLS.items())}")
     if ray:
         click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}")
+    if prometheus:
+        click.echo(f"  prometheus: http://{lab.control.ipv4}:{PROMETHEUS_PORT} (scrapes raylb's /metrics once raylb runs)")
     if lab.kube is not None:
         click.echo(f"  kubernetes: {lab.kube.url} (from the lab's namespaces only)")
         click.echo(f"    admin kubeconfig:    {lab.kube.admin_kubeconfig}")

@@ -22,14 +22,15 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from raylb.actors.speaker.failover_probe import ProbeRun, takeover
+from raylb.actors.speaker.failover_probe import Outage, ProbeRun, Sample, takeover
 from raylb.cluster.lab import system
+from raylb.cluster.lab.failover_plot import Timeline, plot_png
 from raylb.cluster.lab.lab import Lab, LabError
 from raylb.cluster.lab.options import lab_name_option
 from raylb.errors import RaylbError
@@ -111,10 +112,12 @@ class Results:
     failed_requests: list[int] = field(default_factory=list)
     graceful: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
+    timelines: list[Timeline] = field(default_factory=list)  # with --plot
 
 
-def measure(lab: Lab, vips: dict[str, str], fail: Any) -> dict[str, tuple[float, int] | None]:
-    """Probe each VIP, call `fail()`, and return per family (outage seconds, failed requests)."""
+def measure(lab: Lab, vips: dict[str, str], fail: Any) -> tuple[float, dict[str, tuple[Outage | None, tuple[Sample, ...]]]]:
+    """Probe each VIP, call `fail()`; returns when it was called and per family the outage
+    (None: no takeover within TAKEOVER_TIMEOUT_S) with every sample the client took."""
     spawn = functools.partial(lab.popen, lab.client)
     duration_s = TAKEOVER_TIMEOUT_S + 10
     runs = {f: ProbeRun(spawn, vip=v, duration_s=duration_s, interval_ms=PROBE_INTERVAL_MS) for f, v in vips.items()}
@@ -123,19 +126,31 @@ def measure(lab: Lab, vips: dict[str, str], fail: Any) -> dict[str, tuple[float,
             run.wait_for(lambda s: any(x.ok for x in s), timeout_s=10, what="first answer")
         event_s = time.monotonic()
         fail()
-        out: dict[str, tuple[float, int] | None] = {}
+        out: dict[str, tuple[Outage | None, tuple[Sample, ...]]] = {}
         for family, run in runs.items():
             try:
                 run.wait_for(lambda s: takeover(s, event_s=event_s), timeout_s=TAKEOVER_TIMEOUT_S, what="takeover")
             except TimeoutError:
-                out[family] = None
+                out[family] = (None, tuple(run.stop()))
                 continue
-            outage = takeover(run.stop(), event_s=event_s)
-            out[family] = None if outage is None else (outage.end_s - outage.start_s, outage.failed)
-        return out
+            samples = tuple(run.stop())
+            out[family] = (takeover(samples, event_s=event_s), samples)
+        return event_s, out
     finally:
         for run in runs.values():
             run.stop()
+
+
+def detected_at(lab: Lab, *, node: str, peer: str, after_s: float) -> float | None:
+    """When `node`'s speaker declared `peer` dead (CLOCK_MONOTONIC), if it did after `after_s`."""
+    code = (f"import json; s = ray.get(ray.get_actor('raylb-speaker-{node}').status.remote(), timeout=10); "
+            f"print(json.dumps(s.get('peer_deaths', {{}}).get({peer!r})))")  # fmt: skip
+    try:
+        death = json.loads(system.python(lab, code).strip().splitlines()[-1])
+    except Exception:  # noqa: BLE001 - the picture then shows no detection mark for this trial
+        return None
+    at = None if death is None else death.get("detected_at_s")
+    return at if at is not None and at >= after_s else None
 
 
 def settle(lab: Lab) -> None:
@@ -148,39 +163,70 @@ def settle(lab: Lab) -> None:
     )
 
 
-def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: Any) -> Results:
+def _record(
+    results: Results, lab: Lab, *, trial: int, mode: str, victim: str, vips: dict[str, str],
+    event_s: float, measured: dict[str, tuple[Outage | None, tuple[Sample, ...]]], plot: bool,
+) -> str:  # fmt: skip
+    """Book one trial's outages (and its timelines when plotting); the log line's tail."""
+    told = []
+    for family, (outage, samples) in measured.items():
+        if outage is None:
+            if mode != "graceful":
+                results.missed.append(f"trial {trial - 1} {family} {vips[family]}")
+            told.append(f"{family} no takeover")
+        else:
+            if mode == "graceful":
+                results.graceful.append(outage.duration_s)
+            else:
+                results.outages[family].append(outage.duration_s)
+                results.failed_requests.append(outage.failed)
+            told.append(f"{family} {outage.duration_s:.3f} s")
+        if plot:  # detection is asked for once the lab has settled (see `_add_detection`)
+            results.timelines.append(Timeline(
+                trial=trial, family=family, mode=mode, victim=victim, vip=vips[family], event_s=event_s,
+                samples=samples, outage=outage,
+            ))  # fmt: skip
+    return ", ".join(told)
+
+
+def _add_detection(results: Results, lab: Lab, *, trial: int) -> None:
+    """When the node that took over declared the victim dead, for the trial's timelines. Asked
+    after the trial (a Ray driver costs the GCS a little, and a raylet restarting on a busy
+    machine needs all of it); speakers keep the last death of each peer in their status."""
+    for i, t in enumerate(results.timelines):
+        if t.trial == trial and t.outage is not None and t.outage.after:
+            detected = detected_at(lab, node=t.outage.after, peer=t.victim, after_s=t.event_s)
+            results.timelines[i] = replace(t, detected_s=detected)
+
+
+def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: Any, plot: bool = False) -> Results:
     results = Results()
     names = [n.name for n in lab.nodes]
     for i in range(trials):
         victim = names[i % len(names)]
         vips = vips_of(lab, victim)
         fail = (lambda: lab.kill_host(victim)) if mode == "kill" else (lambda: lab.link_down(victim))
-        measured = measure(lab, vips, fail)
-        for family, value in measured.items():
-            if value is None:
-                results.missed.append(f"trial {i} {family} {vips[family]}")
-                continue
-            results.outages[family].append(value[0])
-            results.failed_requests.append(value[1])
-        log(f"trial {i + 1}/{trials}: {mode} {victim}: " + ", ".join(
-            f"{f} {v[0]:.3f} s" if v else f"{f} no takeover" for f, v in measured.items()
-        ))
+        event_s, measured = measure(lab, vips, fail)
+        told = _record(results, lab, trial=i + 1, mode=mode, victim=victim, vips=vips, event_s=event_s,
+                       measured=measured, plot=plot)  # fmt: skip
+        log(f"trial {i + 1}/{trials}: {mode} {victim}: {told}")
         if mode == "kill":
             lab.restart_node(victim)
         else:
             lab.link_up(victim)
         settle(lab)
+        if plot:
+            _add_detection(results, lab, trial=i + 1)
     for i in range(graceful_trials):
         victim = names[i % len(names)]
         vips = vips_of(lab, victim)
         name = f"raylb-speaker-{victim}"
-        measured = measure(lab, vips, lambda: system.python(lab, f"ray.get(ray.get_actor({name!r}).leave.remote())"))
-        for family, value in measured.items():
-            if value is not None:
-                results.graceful.append(value[0])
-        log(f"graceful {i + 1}/{graceful_trials}: {victim} left: " + ", ".join(
-            f"{f} {v[0]:.3f} s" if v else f"{f} no takeover" for f, v in measured.items()
-        ))
+        event_s, measured = measure(lab, vips, lambda: system.python(lab, f"ray.get(ray.get_actor({name!r}).leave.remote())"))
+        told = _record(results, lab, trial=trials + i + 1, mode="graceful", victim=victim, vips=vips,
+                       event_s=event_s, measured=measured, plot=plot)  # fmt: skip
+        log(f"graceful {i + 1}/{graceful_trials}: {victim} left: {told}")
+        if plot:  # before the fresh speaker there joins and the takeover is undone
+            _add_detection(results, lab, trial=trials + i + 1)
         system.kill_actor(lab, name, restart=False)  # the operator starts a fresh speaker there
         settle(lab)
     return results
@@ -196,8 +242,11 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
 @click.option("--total-vips", default=10_000, show_default=True, type=click.IntRange(1, 30_000),
               help="with --vips: VIPs in the whole cluster")
 @click.option("--json", "as_json", is_flag=True, help="print only the JSON result")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="also draw each trial's client timeline and the outage distribution into this PNG")
 def command(
-    trials: int, mode: str, graceful_trials: int, vips: int, total_vips: int, name: str, as_json: bool
+    trials: int, mode: str, graceful_trials: int, vips: int, total_vips: int, name: str, as_json: bool,
+    plot_path: Path | None,
 ) -> None:  # fmt: skip
     """Measure client-observed failover in a lab of its own (needs root); removed afterwards."""
     log = (lambda _msg: None) if as_json else click.echo
@@ -221,7 +270,8 @@ def command(
         manifest = bench_manifest(Path(f"/tmp/rlb-{name}-failover.yaml"))
         system.start(lab, manifests=[manifest])
         settle(lab)
-        results = run_trials(lab, trials=trials, mode=mode, graceful_trials=graceful_trials, log=log)
+        results = run_trials(lab, trials=trials, mode=mode, graceful_trials=graceful_trials, log=log,
+                             plot=plot_path is not None)  # fmt: skip
     out = {
         "mode": mode,
         "trials": trials,
@@ -235,4 +285,8 @@ def command(
         "no_takeover": results.missed,
         "wall_s": round(time.monotonic() - started, 1),
     }
+    if plot_path is not None:
+        title = f"raylb lab failover: {trials} {mode} trial(s), {graceful_trials} graceful"
+        out["plot"] = str(plot_png(results.timelines, plot_path, title=title))
+        log(f"the failover picture: {out['plot']}")
     click.echo(json.dumps(out, sort_keys=True))

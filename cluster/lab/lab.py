@@ -440,6 +440,12 @@ class Lab:
         for image in self.node_images:
             images.import_into(image, containerd_socket=dirs.containerd_socket)
 
+    def start_prometheus(self) -> subprocess.Popen[Any]:
+        """A real Prometheus on the control address scraping every raylb endpoint (prometheus.py)."""
+        from raylb.cluster.lab import prometheus  # noqa: PLC0415
+
+        return prometheus.start(self)
+
     def driver_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a Ray driver run with `lab.popen(lab.control, [...])`."""
         env = ray_nodes.ray_env(self.ray_options)

@@ -228,32 +228,43 @@ def dry_run_create(api: client.ApiClient, doc: dict[str, Any]) -> dict[str, Any]
     return manifests.request(api, "PUT", path, body=replacement, query=DRY_RUN)
 
 
-@pytest.fixture(scope="module")
-def kuberay_api(admin_api: client.ApiClient, shared_data: Path) -> Iterator[client.ApiClient]:
-    """The test API server with KubeRay's CRDs installed and namespace metallb-system present."""
-    docs = manifests.load_documents([shared_data / "kuberay" / name for name in KUBERAY_CRDS])
+def install_crds(api: client.ApiClient, paths: list[Path]) -> None:
+    """Create the CRDs (if missing) and wait until established; namespace metallb-system too."""
+    docs = manifests.load_documents(paths)
     for doc in docs:
         try:  # create, not apply: these CRDs are ~1 MB, and apply would only add field-manager data
-            manifests.request(admin_api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=doc)
+            manifests.request(api, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=doc)
         except ApiException as exc:
             if exc.status != 409:  # already there from an earlier module or session
                 raise
-    manifests.wait_crds_established(admin_api, [d["metadata"]["name"] for d in docs], timeout_s=60)
+    manifests.wait_crds_established(api, [d["metadata"]["name"] for d in docs], timeout_s=60)
     # Namespaced objects can only be dry-run into a namespace that exists (NamespaceLifecycle).
-    manifests.apply_paths(admin_api, [DEPLOY / "rbac" / "namespace.yaml"])
+    manifests.apply_paths(api, [DEPLOY / "rbac" / "namespace.yaml"])
+
+
+def dry_run_rejections(api: client.ApiClient, docs: list[dict[str, Any]]) -> list[str]:
+    """Every document dry-run created; what the server refused, one line each."""
+    rejected = []
+    for doc in docs:
+        try:
+            answer = dry_run_create(api, doc)
+        except ApiException as exc:
+            rejected.append(f"{doc['kind']} {doc['metadata']['name']}: HTTP {exc.status} {exc.body}")
+            continue
+        assert answer["kind"] == doc["kind"] and answer["metadata"]["name"] == doc["metadata"]["name"]
+    return rejected
+
+
+@pytest.fixture(scope="module")
+def kuberay_api(admin_api: client.ApiClient, shared_data: Path) -> Iterator[client.ApiClient]:
+    """The test API server with KubeRay's CRDs installed and namespace metallb-system present."""
+    install_crds(admin_api, [shared_data / "kuberay" / name for name in KUBERAY_CRDS])
     yield admin_api
 
 
 @pytest.mark.kube
 def test_every_manifest_passes_server_side_dry_run(kuberay_api: client.ApiClient) -> None:
-    rejected = []
-    for doc in deploy_documents():
-        try:
-            answer = dry_run_create(kuberay_api, doc)
-        except ApiException as exc:
-            rejected.append(f"{doc['kind']} {doc['metadata']['name']}: HTTP {exc.status} {exc.body}")
-            continue
-        assert answer["kind"] == doc["kind"] and answer["metadata"]["name"] == doc["metadata"]["name"]
+    rejected = dry_run_rejections(kuberay_api, deploy_documents())
     assert not rejected, "\n".join(rejected)
     # A dry run stores nothing.
     with pytest.raises(ApiException) as missing:

@@ -13,6 +13,7 @@ import ipaddress
 import shlex
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +22,7 @@ from kubernetes import client
 from raylb.cluster import demo
 from raylb.cluster.lab import Lab, down, lab_namespaces
 from raylb.cluster.lab import kube as lab_kube
+from raylb.cluster.lab.failover_plot import read_trials
 from raylb.reconcile import POOL_ANNOTATION
 from tests.lab.conftest import unique_lab_name
 
@@ -93,6 +95,8 @@ def test_killing_the_announcing_node_moved_the_ip_to_another_node(ran: tuple[dem
     assert failover.kubernetes_node == failover.after  # ServiceL2Status followed the client's view
     assert failover.outage_s > 0 and failover.failed_requests > 0
     assert any(f"{failover.before} -> {failover.after}" in line for line in lines)
+    assert failover.picture is not None and any(failover.picture in line for line in lines)  # says where
+    assert [(t["victim"], t["after"]) for t in read_trials(Path(failover.picture))] == [(failover.before, failover.after)]
 
 
 def test_the_printed_commands_for_looking_around_work(ran: tuple[demo.DemoResult, Lab, list[str]]) -> None:

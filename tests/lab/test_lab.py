@@ -121,6 +121,9 @@ def test_cli_up_status_down() -> None:
         result = runner.invoke(lab_cli, ["up", "--name", name, "--nodes", "1", "--no-ray"])
         assert result.exit_code == 0, result.output
         assert f"rlb-{name}-node1" in result.output
+        lab = Lab.attach(name)  # the lab's own Prometheus answers on the control address
+        assert f"prometheus: http://{lab.control.ipv4}:9090" in result.output
+        assert lab.http_get(lab.client, lab.control.ipv4, port=9090, path="/-/ready")[0] == 200
         status = runner.invoke(lab_cli, ["status", "--name", name])
         assert "node1" in status.output and "1 processes" in status.output
         again = runner.invoke(lab_cli, ["up", "--name", name, "--nodes", "1", "--no-ray"])

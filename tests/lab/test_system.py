@@ -17,7 +17,7 @@ import pytest
 
 from raylb.actors.speaker.failover_probe import ProbeRun, takeover
 from raylb.actors.speaker.probe import Prober
-from raylb.cluster.lab import Lab, system
+from raylb.cluster.lab import Lab, prometheus, system
 from tests.lab.conftest import fixture_lab
 
 MANIFESTS = Path(__file__).parent / "manifests"
@@ -30,6 +30,7 @@ def lab() -> Iterator[Lab]:
     with fixture_lab(nodes=3, ray=True) as built:
         system.start(built, manifests=[system.EXAMPLES / "demo.yaml", system.EXAMPLES / "lab-nodes.yaml", MANIFESTS / "local.yaml"])
         system.wait_announced(built, SERVICES, timeout_s=90)
+        built.start_prometheus()
         yield built
 
 
@@ -60,6 +61,96 @@ def test_local_policy_is_announced_only_from_the_node_with_an_endpoint(lab: Lab)
     assert system.services(lab)["default/local"]["node"] == "node3"
 
 
+def test_status_service_tells_each_node_its_rank_and_why_it_does_not_announce(lab: Lab) -> None:
+    import json  # noqa: PLC0415
+
+    [local] = json.loads(system.raylb(lab, "status", "--service", "default/local", "--json").stdout)
+    assert local["announcer"] == "node3"
+    reasons = {n["node"]: n["reason"] for n in local["nodes"]}
+    assert reasons == {"node1": "NO_LOCAL_ENDPOINT", "node2": "NO_LOCAL_ENDPOINT", "node3": "ANNOUNCER"}
+    assert sorted(n["rank"] for n in local["nodes"]) == [1, 2, 3]
+    text = system.raylb(lab, "status", "--service", "default/web").stdout
+    web = system.services(lab)["default/web"]
+    assert f"{web['ips'][0]} (announced by {web['node']})" in text
+    assert text.count(f"outranked by node {web['node']}") == 2, text
+    # each speaker's own status says the same about itself
+    why = {s["node"]: s["why"] for s in system.status(lab)["speakers"]}
+    assert {node: why[node][local["ip"]] for node in why} == {n["node"]: n["text"] for n in local["nodes"]}
+
+
+def test_status_shows_a_service_without_an_ip_as_pending_with_the_reason(lab: Lab, tmp_path: Path) -> None:
+    manifest = tmp_path / "nowhere.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: nowhere, namespace: default, annotations: "
+        "{metallb.io/address-pool: nowhere}}\nspec: {type: LoadBalancer, ports: [{port: 80}]}\n"
+    )
+    system.apply(lab, manifest)
+    try:
+        line = system.wait_for(
+            lambda: next((l for l in system.raylb(lab, "status").stdout.splitlines() if l.startswith("default/nowhere")), None),
+            timeout_s=30, what="default/nowhere listed",
+        )  # fmt: skip
+        assert line.split()[1] == "<pending>" and "'nowhere'" in line and "does not exist" in line, line
+    finally:
+        system.raylb(lab, "delete", "Service", "nowhere")
+
+
+def scrape(lab: Lab, host: object, port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """One /metrics scrape from the client namespace: name -> [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    status, body = lab.http_get(lab.client, host.ipv4, port=port, path="/metrics")  # type: ignore[attr-defined]
+    assert status == 200, body
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(body):
+        for sample in fam.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_every_process_serves_metallbs_metrics_and_they_agree_with_status(lab: Lab) -> None:
+    from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT  # noqa: PLC0415
+
+    status = system.status(lab)
+    services = {s["service"]: s for s in status["services"] if s["ips"]}
+    announced: dict[str, set[str]] = {}
+    for node in lab.nodes:
+        for labels, value in scrape(lab, node, SPEAKER_PORT).get("metallb_speaker_announced", []):
+            assert labels["node"] == node.name and labels["protocol"] == "layer2" and value == 1
+            announced.setdefault(labels["ip"], set()).add(node.name)
+    for key in SERVICES:
+        for ip in services[key]["ips"]:
+            assert announced.get(ip) == {services[key]["node"]}, (key, ip, announced.get(ip))
+    alloc = scrape(lab, lab.control, ALLOCATOR_PORT)
+    in_use = {labels["pool"]: value for labels, value in alloc["metallb_allocator_addresses_in_use_total"]}
+    assert in_use["doc-example"] == status["pools"]["doc-example"]["in_use"]
+    operator = scrape(lab, lab.control, OPERATOR_PORT)
+    assert operator["metallb_k8s_client_updates_total"][0][1] > 0
+
+
+def announced_by_prometheus(lab: Lab) -> dict[str, set[str]]:
+    """VIP -> nodes, from metallb_speaker_announced as Prometheus last scraped it."""
+    out: dict[str, set[str]] = {}
+    for r in prometheus.query(lab, "metallb_speaker_announced == 1"):
+        out.setdefault(r["metric"]["ip"], set()).add(r["metric"]["node"])
+    return out
+
+
+def test_prometheus_scrapes_every_endpoint_and_agrees_with_status(lab: Lab) -> None:
+    expected_targets = {f"{n.name}/raylb-speaker" for n in lab.nodes} | {"control/raylb-operator", "control/raylb-allocator"}
+    system.wait_for(lambda: prometheus.targets_up(lab) == dict.fromkeys(expected_targets, True), timeout_s=30,
+                    what="every raylb endpoint scraped")  # fmt: skip
+    status = system.status(lab)
+    in_use = status["pools"]["doc-example"]["in_use"]
+    query = 'metallb_allocator_addresses_in_use_total{pool="doc-example"}'
+    system.wait_for(lambda: [float(r["value"][1]) for r in prometheus.query(lab, query)] == [in_use], timeout_s=30,
+                    what=f"{query} == {in_use}")  # fmt: skip
+    services = {s["service"]: s for s in status["services"] if s["ips"]}
+    wanted = {ip: {services[k]["node"]} for k in SERVICES for ip in services[k]["ips"]}
+    system.wait_for(lambda: {ip: n for ip, n in announced_by_prometheus(lab).items() if ip in wanted} == wanted,
+                    timeout_s=30, what="metallb_speaker_announced: exactly the announcing node per VIP")  # fmt: skip
+
+
 def test_operator_and_allocator_crashes_change_no_ip_and_announcements_continue(lab: Lab) -> None:
     before = system.services(lab)
     web = before["default/web"]
@@ -86,6 +177,15 @@ def test_killing_the_announcing_node_moves_its_ip_and_the_node_gets_a_speaker_ag
             outage = takeover(run.stop(), event_s=killed_at)
         assert outage is not None and outage.before == victim and outage.after not in (None, victim)
         print(f"\nfailover {victim} -> {outage.after}: client-observed outage {outage.end_s - outage.start_s:.3f} s")
+        # Prometheus saw it: the VIP is now announced by the new node only, and the new node's
+        # speaker recorded how long it took to detect the death and that it took the VIP over.
+        system.wait_for(lambda: announced_by_prometheus(lab).get(vip) == {outage.after}, timeout_s=30,
+                        what=f"metallb_speaker_announced naming {outage.after} for {vip}")  # fmt: skip
+        detected = prometheus.query(lab, f'raylb_peer_failure_detection_seconds{{node="{outage.after}",peer="{victim}"}}')
+        handed = prometheus.query(lab, f'raylb_peer_handovers_total{{node="{outage.after}",peer="{victim}"}}')
+        assert len(detected) == 1 and float(detected[0]["value"][1]) > 0, detected
+        assert len(handed) == 1 and float(handed[0]["value"][1]) >= 1, handed
+        print(f"Prometheus: {outage.after} detected {victim}'s death after {float(detected[0]['value'][1]):.3f} s")
     finally:  # the machine comes back even when the takeover failed, so later tests see three nodes
         lab.restart_node(victim)
     system.wait_for(lambda: victim in system.speakers_alive(lab), timeout_s=90, what=f"speaker back on {victim}")
@@ -126,7 +226,8 @@ def test_a_node_leaving_on_purpose_hands_over_at_once(lab: Lab) -> None:
 def test_deleting_metallb_removes_everything_and_recreating_it_restores_the_same_ips(lab: Lab, prober: Prober) -> None:
     before = system.services(lab)
     system.raylb(lab, "delete", "MetalLB", "metallb", "-n", "metallb-system")
-    system.wait_for(lambda: not system.status(lab)["speakers"], timeout_s=60, what="speakers removed")
+    system.wait_for(lambda: not (s := system.status(lab))["speakers"] and not s["operator"]["speakers"],
+                    timeout_s=60, what="speakers removed, and no longer listed")  # fmt: skip
     assert prober.answering(ipaddress.ip_address(before["default/web"]["ips"][0])) == ()
     system.apply(lab, system.EXAMPLES / "demo.yaml")
     after = system.wait_announced(lab, SERVICES, timeout_s=90)

@@ -56,6 +56,7 @@ class FakeRay:
         self.told_dead: list[str] = []
         self.keyrings: dict[str, KeyRing] = {}  # each speaker's keys, as a real speaker keeps them
         self.started_with: dict[str, KeySet] = {}
+        self.unplaced: dict[str, list[str]] = {}  # node -> IPs its speaker reports it cannot place
 
     def nodes(self) -> dict[str, RayNode]:
         return dict(self.node_table)
@@ -103,6 +104,7 @@ class FakeRay:
                 "owned": [str(ip) for ip in owned_ips(node=name, snapshot=snap, alive=alive)],
                 "snapshot_version": snap.version,
                 "keys": self.keyrings[name].report(0.0),
+                "unplaced": list(self.unplaced.get(name, ())),  # IPs with no usable interface there
             }
             for name, snap in self.speakers.items()
         }

@@ -80,6 +80,9 @@ def test_good_entries_become_ranges(entry: str, expected: str) -> None:
         (["198.18.0.20-198.18.0.10"], "spec.addresses[0]", "198.18.0.20-198.18.0.10", "after end"),
         (["198.18.0.1-2001:db8:18::1"], "spec.addresses[0]", "198.18.0.1-2001:db8:18::1", "different IP families"),
         (["198.18.0.1-"], "spec.addresses[0]", "198.18.0.1-", "invalid range"),
+        (["198.18.0.1-banana"], "spec.addresses[0]", "198.18.0.1-banana", "the end 'banana' is not an IP address"),
+        # a dash does not make a range: told it is not an address (was "expected FIRST-LAST")
+        (["not-an-ip"], "spec.addresses[0]", "not-an-ip", "invalid address 'not-an-ip': not an IP address"),
         ([""], "spec.addresses[0]", "", "empty"),
         ([], "spec.addresses", "[]", "at least one"),
         (["198.18.0.0/24", "198.18.0.10"], "spec.addresses[1]", "198.18.0.10", "spec.addresses[0]='198.18.0.0/24'"),

@@ -46,3 +46,45 @@ def test_an_unreachable_ray_is_one_clear_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(status_command, ["--address", "127.0.0.1:1"])
     assert result.exit_code != 0
     assert "cannot reach a Ray cluster at 127.0.0.1:1" in result.output
+
+
+def test_status_shows_a_service_without_an_ip_as_pending_with_the_reason() -> None:
+    from raylb.cluster.control import pending_services, status_text  # noqa: PLC0415
+
+    operator = {"pending": {"default/web": "address pool 'nowhere' does not exist", "default/ok": "stale"}}
+    services = [{"service": "default/ok", "ips": ["198.18.0.128"], "pool": "doc-example", "node": "node1"}]
+    services += pending_services(operator, {"default/ok"})
+    text = status_text({"pools": {}, "services": services, "speakers": []})
+    lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("default/")}
+    assert lines["default/web"].split()[1] == "<pending>"
+    assert "(address pool 'nowhere' does not exist)" in lines["default/web"]
+    assert "<pending>" not in lines["default/ok"]  # an assigned Service is never pending
+
+
+def test_status_service_prints_each_node_with_rank_and_reason() -> None:
+    from raylb.cluster.control import why_table  # noqa: PLC0415
+
+    rows = [{"ip": "198.18.0.128", "announcer": "node2", "services": ["default/web"], "nodes": [
+        {"node": "node1", "rank": 1, "reason": "NOT_ALIVE", "text": "not alive"},
+        {"node": "node2", "rank": 2, "reason": "ANNOUNCER", "text": "announcer"},
+        {"node": "node3", "rank": 3, "reason": "OUTRANKED", "text": "outranked by node node2"},
+    ]}]  # fmt: skip
+    lines = why_table("default/web", rows).splitlines()
+    assert lines[0] == "198.18.0.128 (announced by node2)"
+    assert lines[1].split() == ["NODE", "RANK", "REASON"]
+    assert lines[2].split() == ["node1", "1", "not", "alive"]
+    assert lines[4].split()[:2] == ["node3", "3"] and lines[4].endswith("outranked by node node2")
+
+
+@pytest.mark.parametrize("value", ["web", "a/b/c", "/web", "default/"])
+def test_status_service_wants_namespace_slash_name(value: str) -> None:
+    result = CliRunner().invoke(status_command, ["--service", value, "--address", "127.0.0.1:1"])
+    assert result.exit_code != 0
+    assert f"--service {value!r}: expected NAMESPACE/NAME" in result.output and "Traceback" not in result.output
+
+
+def test_run_refuses_a_metrics_port_outside_0_to_65535() -> None:
+    from raylb.cluster.control import run_command  # noqa: PLC0415
+
+    result = CliRunner().invoke(run_command, ["--metrics-port", "70000", "--address", "127.0.0.1:1"])
+    assert result.exit_code != 0 and "--metrics-port" in result.output and "Traceback" not in result.output

@@ -192,9 +192,12 @@ def test_a_service_that_stops_being_a_load_balancer_is_cleared(system: System) -
     changed = service("web", annotations=system.annotations("web"), type="ClusterIP")
     changed["status"] = {"loadBalancer": {"ingress": [{"ip": "198.18.0.128"}]}}
     system.cluster.apply("Service", changed)
-    system.settle()
+    system.settle(rounds=5)
     assert system.ingress("web") == []
     assert "metallb.io/ip-allocated-from-pool" not in system.annotations("web")
+    [released] = system.events("IPReleased")  # once: the user hears why the IP went
+    assert released.ref == Ref("Service", "default", "web")
+    assert "198.18.0.128" in released.message and "ClusterIP" in released.message
 
 
 def test_the_deprecated_annotation_prefix_works_and_is_warned_about_once(system: System) -> None:

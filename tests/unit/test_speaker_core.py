@@ -431,3 +431,60 @@ def test_next_wakeup_is_the_next_heartbeat_or_death_deadline() -> None:
     wakeup = cluster.speakers["node1"].next_wakeup_s()
     assert wakeup is not None
     assert cluster.now_s < wakeup <= cluster.now_s + HEARTBEAT_INTERVAL_S
+
+
+def test_status_tells_why_this_node_does_not_announce_each_ip() -> None:
+    cluster = Cluster()
+    cluster.push(make_snapshot())
+    cluster.run(1.0)
+    victim = expected(VIPS[0], NODES)
+    cluster.stopped.add(victim)
+    cluster.run(DEAD_AFTER_S + 4 * LOOP_S)
+    survivors = [n for n in NODES if n != victim]
+    for name in survivors:
+        why = cluster.speakers[name].status(no_interface=frozenset({VIPS[1]}))["why"]
+        assert set(why) == {str(v) for v in VIPS}
+        for vip in VIPS:
+            if vip == VIPS[1]:
+                assert why[str(vip)] == "not eligible: no usable interface for the IP on this node"
+            elif expected(vip, survivors) == name:
+                assert why[str(vip)] == "announcer", vip
+            else:
+                assert why[str(vip)] == f"outranked by node {expected(vip, survivors)}", vip
+    other = cluster.speakers[survivors[0]].explain(no_interface={})[VIPS[0]].of(victim)
+    assert other is not None and other.text == "not alive"
+
+
+def test_a_death_is_counted_for_metrics_detection_time_and_handovers_from_that_peer() -> None:
+    cluster = Cluster()
+    cluster.push(make_snapshot())
+    cluster.run(1.0)
+    victim = expected(VIPS[0], NODES)
+    owned = {vip for vip in VIPS if expected(vip, NODES) == victim}
+    cluster.stopped.add(victim)
+    cluster.run(DEAD_AFTER_S + 4 * LOOP_S)
+    survivors = [n for n in NODES if n != victim]
+    taken = 0
+    for name in survivors:
+        stats = cluster.speakers[name].peer_stats
+        death = cluster.speakers[name].status()["peer_deaths"][victim]
+        assert DEAD_AFTER_S < death["silent_for_s"] <= DEAD_AFTER_S + 2 * LOOP_S
+        assert death["detected_at_s"] <= cluster.now_s
+        taken += stats.handovers[victim]
+        assert set(stats.handovers) == {victim}
+    assert taken == len(owned)  # every IP the victim held, counted once, by whoever took it
+
+
+def test_heartbeats_lost_on_the_way_are_counted_per_peer() -> None:
+    cluster = Cluster()
+    cluster.push(make_snapshot())
+    cluster.run(1.0)
+    delays = cluster.speakers["node1"].peer_stats.take_delays()
+    assert set(delays) == {"node2", "node3"} and all(d <= HEARTBEAT_INTERVAL_S + 2 * LOOP_S for d in delays.values())
+    cluster.network.cut.add(ADDRESSES["node2"])
+    cluster.run(3 * HEARTBEAT_INTERVAL_S)  # shorter than dead_after_s: node2 stays alive
+    cluster.network.cut.discard(ADDRESSES["node2"])
+    cluster.run(2 * HEARTBEAT_INTERVAL_S)
+    stats = cluster.speakers["node1"].peer_stats
+    assert stats.lost["node2"] >= 2 and stats.lost["node3"] == 0
+    assert stats.take_delays()["node2"] >= 3 * HEARTBEAT_INTERVAL_S
