@@ -33,7 +33,7 @@ NODES = 2
 JOB_TIMEOUT_S = 180.0
 SERVICES = ["default/web", "default/billing", "default/web6"]
 #: Ray actor classes that make up raylb; the count of each is the "nothing duplicated" check.
-RAYLB_CLASSES = ("OperatorActor", "AllocatorService", "Speaker", "MemoryCluster")
+RAYLB_CLASSES = ("OperatorActor", "AllocatorService", "Speaker", "DurableMemoryCluster")
 STATUS_SNIPPET = (
     "import sys; from ray.job_submission import JobSubmissionClient; "
     "print(JobSubmissionClient(sys.argv[1]).get_job_status(sys.argv[2]).value)"
@@ -122,7 +122,7 @@ def test_resubmitting_attaches_and_duplicates_nothing(lab: Lab) -> None:
     assert "attached to the running raylb operator" in job_logs(lab, job_id)
     after = raylb_actors(lab)
     counts = {c: len(v) for c, v in after["by_class"].items()}
-    assert counts == {"OperatorActor": 1, "AllocatorService": 1, "Speaker": NODES, "MemoryCluster": 1}, after
+    assert counts == {"OperatorActor": 1, "AllocatorService": 1, "Speaker": NODES, "DurableMemoryCluster": 1}, after
     assert sorted(name for name, _ in after["by_class"]["Speaker"]) == [f"raylb-speaker-node{i}" for i in range(1, NODES + 1)]
     assert after == before, "re-submitting replaced or added actors"
 
