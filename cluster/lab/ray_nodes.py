@@ -72,6 +72,8 @@ class RayOptions:
     object_store_bytes: int = OBJECT_STORE_BYTES
 
 
+
+
 @dataclass(frozen=True)
 class RayAccess:
     """What a Ray process of the lab needs besides its address: the token it proves itself with
