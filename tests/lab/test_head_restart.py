@@ -75,6 +75,18 @@ def operator_resumed(lab: Lab, before: dict[str, dict]) -> bool:
     return bool(operator.get("deployed")) and all(services.get(k, {}).get("node") for k in before)
 
 
+def test_the_store_restarted_by_ray_keeps_every_object(lab: Lab) -> None:
+    """The in-memory store is what an API server is to the operator: its objects outlive it
+    (mirrored in Ray's internal KV), or a head restart would look like everything deleted."""
+    before = system.wait_announced(lab, SERVICES, timeout_s=60)
+    listed = "print(sorted(o['metadata']['name'] for o in ray.get(ray.get_actor('raylb-memory').list.remote('Service'))))"
+    names = system.python(lab, listed)
+    system.kill_actor(lab, "raylb-memory")
+    system.wait_for(lambda: system.python(lab, listed) == names, timeout_s=RESUME_TIMEOUT_S, what="store back with its objects")
+    after = system.wait_announced(lab, SERVICES, timeout_s=60)
+    assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
+
+
 def test_the_head_down_for_a_minute_and_back_changes_nothing_in_the_data_plane(lab: Lab) -> None:
     before = system.wait_announced(lab, SERVICES, timeout_s=60)
     processes = data_plane(lab)

@@ -28,6 +28,8 @@ from tests.lab.conftest import fixture_lab
 pytestmark = [pytest.mark.root, pytest.mark.ray]
 
 NODES = 2
+#: Ray's client server on the head (`ray start --head` starts it on this port).
+RAY_CLIENT_PORT = 10001
 #: A job's life here: the runtime-env agent prepares, the driver connects, the operator starts
 #: (and creates the store), `ray.get(ping)` returns. ~10 s on an idle machine; the box is shared.
 JOB_TIMEOUT_S = 180.0
@@ -54,9 +56,25 @@ def lab() -> Iterator[Lab]:
         yield built
 
 
-def ray_job(lab: Lab, verb: str, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+def credentials(lab: Lab, token: str | None = "lab") -> list[str]:
+    """`env` arguments for a client on the node network: the lab's token, another token, or none.
+
+    HOME points at an empty directory, so no ~/.ray/auth_token of this machine is found."""
+    home = lab.state_dir / "client-home"
+    home.mkdir(exist_ok=True)
+    plain = ["-u", "RAY_AUTH_MODE", "-u", "RAY_AUTH_TOKEN", "-u", "RAY_AUTH_TOKEN_PATH", f"HOME={home}", "RAY_USAGE_STATS_ENABLED=0"]
+    if token is None:
+        return plain
+    if token == "lab":
+        return [*plain, *(f"{k}={v}" for k, v in lab.ray_access.client_env().items())]
+    return [*plain, "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN={token}"]
+
+
+def ray_job(
+    lab: Lab, verb: str, *args: str, timeout_s: float = 120.0, token: str | None = "lab"
+) -> subprocess.CompletedProcess[str]:
     """`ray job VERB --address http://<head>:8265 ARGS`, typed in the client namespace."""
-    argv = ["env", "RAY_USAGE_STATS_ENABLED=0", ray_binary(), "job", verb, "--address", lab.dashboard_url, *args]
+    argv = ["env", *credentials(lab, token), ray_binary(), "job", verb, "--address", lab.dashboard_url, *args]
     return lab.run(lab.client, argv, check=False, timeout_s=timeout_s)
 
 
@@ -69,7 +87,7 @@ def submit(lab: Lab, *entrypoint: str) -> str:
 
 def job_status(lab: Lab, job_id: str) -> str | None:
     """The job's status as the job server reports it (the SDK: `ray job status` prints prose)."""
-    argv = ["env", "RAY_USAGE_STATS_ENABLED=0", sys.executable, "-c", STATUS_SNIPPET, lab.dashboard_url, job_id]
+    argv = ["env", *credentials(lab), sys.executable, "-c", STATUS_SNIPPET, lab.dashboard_url, job_id]
     result = lab.run(lab.client, argv, check=False, timeout_s=60.0)
     return result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else None
 
@@ -100,6 +118,34 @@ def raylb_actors(lab: Lab) -> dict[str, Any]:
         if short in by_class:
             by_class[short].append((name, actor_id))
     return {"by_class": by_class, "named": data["named"]}
+
+
+@pytest.mark.parametrize(("token", "refusal"), [(None, "Unauthorized"), ("0" * 64, "Forbidden")])
+def test_a_job_without_the_clusters_token_is_refused_and_never_runs(lab: Lab, token: str | None, refusal: str) -> None:
+    marker = lab.state_dir / f"ran-{secrets.token_hex(3)}"
+    job_id = f"intruder-{secrets.token_hex(3)}"
+    result = ray_job(lab, "submit", "--no-wait", "--submission-id", job_id, "--", "touch", str(marker), token=token)
+    assert result.returncode != 0 and refusal in result.stdout + result.stderr, result.stdout + result.stderr
+    assert job_status(lab, job_id) is None, "the job server knows the refused job"
+    assert not marker.exists()
+
+
+JOIN_SNIPPET = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+    print("JOINED", ray.get(ray.remote(lambda: "ran").remote(), timeout=30))
+except Exception as exc:
+    print("REFUSED", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("port", ["gcs", "ray-client"])
+def test_a_driver_without_the_token_cannot_join_through_the_gcs_or_the_ray_client_port(lab: Lab, port: str) -> None:
+    address = lab.ray_address if port == "gcs" else f"ray://{lab.ray_address.rsplit(':', 1)[0]}:{RAY_CLIENT_PORT}"
+    argv = ["env", *credentials(lab, None), sys.executable, "-c", JOIN_SNIPPET, address]
+    result = lab.run(lab.client, argv, check=False, timeout_s=120.0)
+    assert "REFUSED" in result.stdout and "JOINED" not in result.stdout, result.stdout + result.stderr[-2000:]
 
 
 def test_submitted_job_starts_raylb_and_exits(lab: Lab) -> None:
