@@ -75,7 +75,8 @@ def up(
         click.echo(f"  {line}")
     click.echo(f"  pools: {', '.join(f'{k}={v}' for k, v in SEED_POOLS.items())}")
     if ray:
-        click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}")
+        click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}  GCS tables in Redis {lab.redis.address}")
+        click.echo(f"    token (RAY_AUTH_TOKEN_PATH, raylb --token-file): {lab.ray_access.token_path}")
     if lab.kube is not None:
         click.echo(f"  kubernetes: {lab.kube.url} (from the lab's namespaces only)")
         click.echo(f"    admin kubeconfig:    {lab.kube.admin_kubeconfig}")

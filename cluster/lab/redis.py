@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ REDIS_SERVER = "/usr/bin/redis-server"
 #: The GCS has 6379 on the same address; Redis takes the next port.
 REDIS_PORT = 6380
 READY_TIMEOUT_S = 20.0
+#: Files in the Redis work directory (the lab's state dir/redis), all readable by root only.
+PASSWORD_FILE, CONFIG_FILE, LOG_FILE = "password", "redis.conf", "redis.log"
 
 
 def write_secret(path: Path, *, nbytes: int = 32) -> str:
@@ -35,38 +36,25 @@ def write_secret(path: Path, *, nbytes: int = 32) -> str:
     if path.exists():
         return path.read_text().strip()
     value = secrets.token_hex(nbytes)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(value + "\n")
+    write_private(path, value + "\n")
     return value
 
 
-@dataclass(frozen=True)
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file created readable and writable by its owner only (0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 class Redis:
-    """Where a lab's Redis answers and where it keeps its files."""
+    """Where a lab's Redis answers (`address`, on `host`) and where it keeps its files."""
 
-    host: Host
-    workdir: Path
-
-    @property
-    def address(self) -> str:
-        return f"{self.host.ipv4}:{REDIS_PORT}"
-
-    @property
-    def password_path(self) -> Path:
-        return self.workdir / "password"
-
-    @property
-    def password(self) -> str:
-        return self.password_path.read_text().strip()
-
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "redis.conf"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "redis.log"
+    def __init__(self, *, host: Host, workdir: Path) -> None:
+        self.host, self.workdir = host, workdir
+        self.address = f"{host.ipv4}:{REDIS_PORT}"
+        self.password_path = workdir / PASSWORD_FILE
+        self.config_path, self.log_path = workdir / CONFIG_FILE, workdir / LOG_FILE
 
     def write_config(self) -> None:
         self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -83,9 +71,7 @@ class Redis:
             'save ""',
             f"requirepass {password}",
         ]
-        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("\n".join(lines) + "\n")
+        write_private(self.config_path, "\n".join(lines) + "\n")
 
     def start(self) -> subprocess.Popen[Any]:
         """redis-server in the control namespace, in a session of its own."""
