@@ -82,3 +82,9 @@ class AnswerWatch:
         """Longest time between two answered questions for `vip` (the worst silence seen)."""
         times = [s.t for s in self.samples if s.vip == vip and s.macs]
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+    def timeline(self, vip: str) -> list[tuple[float, tuple[str, ...]]]:
+        """When the answer for `vip` changed: (seconds since the first question, who answered)."""
+        asked = [s for s in self.samples if s.vip == vip]
+        changes = [s for i, s in enumerate(asked) if i == 0 or s.macs != asked[i - 1].macs]
+        return [(round(s.t - asked[0].t, 2), s.macs) for s in changes]

@@ -197,6 +197,16 @@ def test_stopping_a_job_leaves_the_system_running(lab: Lab) -> None:
     assert lab.http_get(lab.client, web["ips"][0]) == (200, web["node"])
 
 
+def test_raylb_status_from_another_host_needs_the_token_file(lab: Lab) -> None:
+    base = ["env", *credentials(lab, None), system.RAYLB, "status", "--address", lab.ray_address]
+    refused = lab.run(lab.client, base, check=False, timeout_s=180.0)
+    assert refused.returncode == 1 and "pass --token-file" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+    allowed = lab.run(lab.client, [*base, "--token-file", str(lab.ray_access.token_path)], check=False, timeout_s=180.0)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "default/web " in allowed.stdout and "SPEAKER NODE" in allowed.stdout
+
+
 def test_uninstall_removes_every_raylb_actor(lab: Lab) -> None:
     result = system.raylb(lab, "uninstall")
     assert "raylb-operator" in result.stdout and "raylb-allocator" in result.stdout
