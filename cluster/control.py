@@ -76,6 +76,10 @@ def connect(address: str | None) -> None:
     token_given = bool(os.environ.get(TOKEN_ENV) or os.environ.get(TOKEN_PATH_ENV))
     if token_given and AUTH_MODE_ENV not in os.environ:
         os.environ[AUTH_MODE_ENV] = "token"  # a token was given: send it
+        # Ray read its config (the auth mode among it) when it was imported: read it again.
+        from ray._raylet import Config  # noqa: PLC0415
+
+        Config.initialize("")
     _keep_stdout_for_output()
     try:
         ray.init(address=address or "auto", namespace=RAY_NAMESPACE, logging_level="WARNING", log_to_driver=False)
