@@ -72,6 +72,18 @@ def assert_answered_throughout(lab: Lab, watch: AnswerWatch, expected: dict[str,
         assert watch.answerers(vip) == {mac}, f"{vip}: answered by {watch.answerers(vip)}, expected only {mac}; {watch.timeline(vip)}"
 
 
+def assert_data_plane_undisturbed(
+    lab: Lab, watch: AnswerWatch, *, running: dict[str, dict[str, int]], before: dict[str, dict], after: dict[str, dict]
+) -> dict[str, float]:
+    """Every VIP answered throughout by its node, the same raylets and speakers, the same IPs;
+    returns the longest gap between answers per VIP."""
+    expected = vips(before)
+    assert_answered_throughout(lab, watch, expected)
+    assert data_plane(lab) == running, "a raylet or speaker was restarted"
+    assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
+    return {vip: round(watch.longest_gap_s(vip), 3) for vip in expected}
+
+
 def operator_resumed(lab: Lab, before: dict[str, dict]) -> bool:
     status = system.status(lab)
     operator = status["operator"] or {}
@@ -107,10 +119,7 @@ def test_the_head_down_for_a_minute_and_back_changes_nothing_in_the_data_plane(l
         system.wait_for(lambda: operator_resumed(lab, before), timeout_s=RESUME_TIMEOUT_S, what="operator resumed")
         resumed_at = time.monotonic()
         after = system.wait_announced(lab, SERVICES, timeout_s=60)
-    assert_answered_throughout(lab, watch, expected)
-    assert data_plane(lab) == running, "a raylet or speaker was restarted"
-    assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
-    gaps = {vip: round(watch.longest_gap_s(vip), 3) for vip in expected}
+    gaps = assert_data_plane_undisturbed(lab, watch, running=running, before=before, after=after)
     print(
         f"\nhead down {back_at - killed_at:.1f} s; head + raylets back {nodes_at - back_at:.1f} s after its start; "
         f"operator resumed {resumed_at - back_at:.1f} s after the head's start; {len(watch.samples)} ARP/NDP "
@@ -144,10 +153,7 @@ def test_redis_restarting_does_not_disturb_the_data_plane(lab: Lab) -> None:
         lab.start_ray_head()
         system.wait_for(lambda: operator_resumed(lab, before), timeout_s=RESUME_TIMEOUT_S, what="operator resumed")
         after = system.wait_announced(lab, SERVICES, timeout_s=60)
-    assert_answered_throughout(lab, watch, expected)
-    assert data_plane(lab) == running, "a raylet or speaker was restarted"
-    assert {k: after[k]["ips"] for k in SERVICES} == {k: before[k]["ips"] for k in SERVICES}
-    gaps = {vip: round(watch.longest_gap_s(vip), 3) for vip in expected}
+    gaps = assert_data_plane_undisturbed(lab, watch, running=running, before=before, after=after)
     print(
         f"\nRedis down {REDIS_DOWN_S:.0f} s (GCS still running after it: {gcs_outlived_redis}), head restarted: "
         f"{len(watch.samples)} questions, none unanswered; longest gaps {gaps}"
