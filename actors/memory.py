@@ -4,29 +4,77 @@ Tests and `raylb lab` runs without Kubernetes share one `MemoryCluster` between 
 (which applies MetalLB, pools and Services like kubectl would) and the operator (which reads
 changes and writes results). The store lives in its own named actor so it outlives operator
 restarts, as an API server would.
+
+It also outlives the Ray head, as an API server on another machine would, when the head keeps
+its tables in Redis (GCS fault tolerance): every object is mirrored into Ray's internal
+key-value store, which then lives in Redis, and the actor, restarted by Ray on the head that
+came back, starts from there. Without fault tolerance the mirror dies with the head, like
+everything else in it.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ray
+from ray.experimental import internal_kv
 
 from raylb.cluster.memory import MemoryCluster
 from raylb.desired import Change, Key, Ref, WireObject, key_of, relist_diff
 
 MEMORY_NAME = "raylb-memory"
 CALL_TIMEOUT_S = 10.0
+#: Internal KV namespace and key prefix of the mirrored objects.
+KV_NAMESPACE = "raylb"
+KV_PREFIX = b"memory/"
+
+
+class DurableMemoryCluster(MemoryCluster):
+    """MemoryCluster whose objects survive the actor: mirrored into Ray's internal KV on every
+    write, read back when the actor starts (results included: Service status keeps its IPs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        newest = 0
+        for key in internal_kv._internal_kv_list(KV_PREFIX, namespace=KV_NAMESPACE):
+            stored = internal_kv._internal_kv_get(key, namespace=KV_NAMESPACE)
+            if stored is None:
+                continue
+            kind, obj = json.loads(stored)
+            self._objects[Ref.of(kind, obj)] = obj
+            newest = max(newest, int(obj.get("metadata", {}).get("resourceVersion", 0)))
+        self._versions = itertools.count(newest + 1)
+
+    @staticmethod
+    def _kv_key(ref: Ref) -> bytes:
+        return KV_PREFIX + json.dumps([ref.kind, ref.namespace, ref.name]).encode()
+
+    def _store(self, ref: Ref, obj: dict[str, Any], change_type: Any) -> None:
+        super()._store(ref, obj, change_type)  # under the lock, so the mirror keeps the order
+        internal_kv._internal_kv_put(self._kv_key(ref), json.dumps([ref.kind, obj]), namespace=KV_NAMESPACE)
+
+    def delete(self, ref: Ref) -> bool:
+        with self._lock:  # re-entrant: the base class takes it again
+            gone = super().delete(ref)
+            if gone:
+                internal_kv._internal_kv_del(self._kv_key(ref), namespace=KV_NAMESPACE)
+            return gone
 
 
 def start_memory(*, namespace: str = "raylb") -> Any:
-    """The store actor, created if missing; max_concurrency lets readers block while others write."""
+    """The store actor, created if missing; max_concurrency lets readers block while others write.
+    Restarted by Ray whenever it dies (its node, the head, with it), from its mirror."""
     from raylb.actors.ray_ops import control_placement  # noqa: PLC0415
 
-    options = dict(name=MEMORY_NAME, namespace=namespace, lifetime="detached", get_if_exists=True, max_concurrency=16, num_cpus=0)
-    return ray.remote(MemoryCluster).options(**options, **control_placement()).remote()
+    options = dict(
+        name=MEMORY_NAME, namespace=namespace, lifetime="detached", get_if_exists=True, max_concurrency=16,
+        num_cpus=0, max_restarts=-1,
+    )  # fmt: skip
+    return ray.remote(DurableMemoryCluster).options(**options, **control_placement()).remote()
 
 
 class MemoryDesired:

@@ -6,7 +6,9 @@
     raylb uninstall  remove every raylb actor
 
 They connect to Ray at --address, $RAY_ADDRESS, or a local cluster; `ray job submit -- python
--m raylb run` runs the same code as a Ray job.
+-m raylb run` runs the same code as a Ray job. A cluster with token authentication
+(RAY_AUTH_MODE=token) lets them in with its token: --token-file, $RAY_AUTH_TOKEN_PATH or
+$RAY_AUTH_TOKEN, the places Ray itself looks (a job inherits them from its cluster).
 """
 
 from __future__ import annotations
@@ -38,7 +40,33 @@ from raylb.reconcile import OPERATOR_NAMESPACE
 from raylb.services import to_request
 
 CALL_TIMEOUT_S = 15.0
-address_option = click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster address (default: $RAY_ADDRESS or auto).")
+#: Where Ray looks for a token (before ~/.ray/auth_token), and the switch that makes a client
+#: send it: without RAY_AUTH_MODE=token, ray.init() with an explicit address sends nothing.
+TOKEN_ENV, TOKEN_PATH_ENV, AUTH_MODE_ENV = "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"
+
+
+def _use_token_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """--token-file: checked here (Ray aborts the process on an empty or unreadable one), then
+    handed to Ray the way it reads it."""
+    if value is None:
+        return
+    try:
+        token = value.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.BadParameter(f"{value}: cannot be read: {exc}", ctx=ctx, param=param) from exc
+    if not token:
+        raise click.BadParameter(f"{value}: is empty; it should hold the cluster's token (`ray get-auth-token`)", ctx=ctx, param=param)
+    os.environ[TOKEN_PATH_ENV] = str(value.resolve())
+
+
+def address_option(command: Any) -> Any:
+    """--address and --token-file: where the Ray cluster is and how to prove we may use it."""
+    command = click.option(
+        "--token-file", type=click.Path(dir_okay=False, path_type=Path), envvar=TOKEN_PATH_ENV, default=None,
+        expose_value=False, callback=_use_token_file, is_eager=True,
+        help="File holding the Ray cluster's authentication token (default: $RAY_AUTH_TOKEN_PATH, then $RAY_AUTH_TOKEN).",
+    )(command)  # fmt: skip
+    return click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster address (default: $RAY_ADDRESS or auto).")(command)
 
 
 def connect(address: str | None) -> None:
@@ -46,12 +74,23 @@ def connect(address: str | None) -> None:
         return
     if address and address != "auto":
         _check_reachable(address)
+    token_given = bool(os.environ.get(TOKEN_ENV) or os.environ.get(TOKEN_PATH_ENV))
+    if token_given and AUTH_MODE_ENV not in os.environ:
+        os.environ[AUTH_MODE_ENV] = "token"  # a token was given: send it
+        # Ray read its config (the auth mode among it) when it was imported: read it again.
+        from ray._raylet import Config  # noqa: PLC0415
+
+        Config.initialize("")
     _keep_stdout_for_output()
     try:
         ray.init(address=address or "auto", namespace=RAY_NAMESPACE, logging_level="WARNING", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as exc:
+        hint = (
+            "check that the token is this cluster's" if token_given
+            else "if it uses token authentication, pass --token-file or set $RAY_AUTH_TOKEN"
+        )  # fmt: skip
         raise click.ClickException(
-            f"cannot reach a Ray cluster at {address or 'auto'}: {exc}; start one or pass --address / $RAY_ADDRESS"
+            f"cannot reach a Ray cluster at {address or 'auto'}: {exc}; start one or pass --address / $RAY_ADDRESS; {hint}"
         ) from exc
 
 

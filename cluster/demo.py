@@ -44,7 +44,7 @@ from raylb.cluster.lab import hosts, in_netns, system
 from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab.failover import detected_at
 from raylb.cluster.lab.failover_plot import Timeline, plot_png
-from raylb.cluster.lab.lab import Lab, down, lab_namespaces, state_dir
+from raylb.cluster.lab.lab import RAY_TOKEN_FILE, Lab, down, lab_namespaces, state_dir
 from raylb.cluster.lab.ray_nodes import RAY_ADDRESS
 from raylb.cluster.lab.topology import CLIENT, CONTROL, DEFAULT_LAB_NAME, check_lab_name, netns_name
 from raylb.cluster.memory import MemoryCluster
@@ -160,16 +160,21 @@ def _converged(lab: Lab, services: dict[str, dict[str, Any]]) -> bool:
 
 
 def _job_api(lab: Lab, path: str) -> Any:
-    """GET the Ray job server's REST API from the control namespace (never through a proxy)."""
+    """GET the Ray job server's REST API from the control namespace (never through a proxy),
+    with the lab's token: the job server refuses anyone without it."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with in_netns(lab.control.netns), opener.open(f"{lab.dashboard_url}{path}", timeout=10) as response:
+    token = lab.ray_access.token_path.read_text().strip()
+    request = urllib.request.Request(f"{lab.dashboard_url}{path}", headers={"Authorization": f"Bearer {token}"})
+    with in_netns(lab.control.netns), opener.open(request, timeout=10) as response:
         return json.loads(response.read())
 
 
-def submit_argv(*, dashboard_url: str, kubeconfig: str, submission_id: str | None = None) -> list[str]:
-    """The `ray job submit` command line that starts raylb (as shown to the user)."""
+def submit_argv(*, dashboard_url: str, kubeconfig: str, token_path: Path, submission_id: str | None = None) -> list[str]:
+    """The `ray job submit` command line that starts raylb (as shown to the user): the cluster
+    lets in only holders of its token, which Ray reads from RAY_AUTH_TOKEN_PATH."""
     named = ["--submission-id", submission_id] if submission_id else []
     return [
+        "env", "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={token_path}",
         "ray", "job", "submit", "--address", dashboard_url, *named, "--no-wait",
         "--", "python", "-m", "raylb", "run", "--kubeconfig", kubeconfig,
     ]  # fmt: skip
@@ -181,8 +186,11 @@ def _submit(lab: Lab, *, submission_id: str) -> list[str]:
     The job's `python` is found on the PATH of the Ray daemons, which the lab starts with this
     venv's bin first (ray_nodes.ray_env); the same PATH is given to the `ray` CLI here."""
     assert lab.kube is not None
-    argv = submit_argv(dashboard_url=lab.dashboard_url, kubeconfig=lab.kube.operator_kubeconfig, submission_id=submission_id)
-    argv[0] = str(VENV_BIN / "ray")
+    argv = submit_argv(
+        dashboard_url=lab.dashboard_url, kubeconfig=lab.kube.operator_kubeconfig,
+        token_path=lab.ray_access.token_path, submission_id=submission_id,
+    )  # fmt: skip
+    argv[argv.index("ray")] = str(VENV_BIN / "ray")
     result = subprocess.run(
         hosts.netns_argv(lab.control.netns, argv), capture_output=True, text=True,
         env=lab.driver_env(), timeout=120, check=False,
@@ -279,7 +287,11 @@ def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = cl
 
     submission_id = f"raylb-{int(time.time())}"
     with steps.step("starting raylb as a Ray job, from the control host:"):
-        shown = submit_argv(dashboard_url=lab.dashboard_url, kubeconfig=lab.kube.operator_kubeconfig)
+        echo(f"    Ray lets in only holders of its token ({lab.ray_access.token_path}) and keeps its tables in Redis "
+             f"({lab.redis.address}), so a Ray head that dies and comes back is the same cluster")  # fmt: skip
+        shown = submit_argv(
+            dashboard_url=lab.dashboard_url, kubeconfig=lab.kube.operator_kubeconfig, token_path=lab.ray_access.token_path
+        )
         echo(f"    {shlex.join(shown)}")
         _submit(lab, submission_id=submission_id)
         took_s = _wait_job(lab, submission_id)
@@ -379,6 +391,7 @@ def look_around(name: str, *, vip: str | None) -> str:
     """The closing words: how to look at the running lab and how to remove it."""
     control, client = netns_name(name, CONTROL), netns_name(name, CLIENT)
     admin = state_dir(name) / "admin.kubeconfig"
+    token = state_dir(name) / RAY_TOKEN_FILE
     snippet = (
         "from kubernetes import client, config; "
         f'api = client.CoreV1Api(config.new_client_from_config("{admin}")); '
@@ -387,7 +400,7 @@ def look_around(name: str, *, vip: str | None) -> str:
     remove = f"{VENV_BIN}/raylb lab down" + ("" if name == DEFAULT_LAB_NAME else f" --name {name}")
     lines = [
         "The lab keeps running. Look around (the lab is reachable only inside its namespaces):",
-        f"  raylb status:   ip netns exec {control} env RAY_ADDRESS={RAY_ADDRESS} {VENV_BIN}/raylb status",
+        f"  raylb status:   ip netns exec {control} {VENV_BIN}/raylb status --address {RAY_ADDRESS} --token-file {token}",
         *([f"  a request:      ip netns exec {client} curl -s {_url(vip)}"] if vip else []),
         f"  kubectl:        ip netns exec {control} kubectl --kubeconfig {admin} get svc,servicel2statuses -A",
         f"  no kubectl:     ip netns exec {control} {VENV_BIN}/python -c {shlex.quote(snippet)}",

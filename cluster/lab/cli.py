@@ -87,7 +87,8 @@ def up(
         click.echo(f"  {line}")
     click.echo(f"  pools: {', '.join(f'{k}={v}' for k, v in SEED_POOLS.items())}")
     if ray:
-        click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}")
+        click.echo(f"  ray: {lab.ray_address}  dashboard: {lab.dashboard_url}  GCS tables in Redis {lab.redis.address}")
+        click.echo(f"    token (RAY_AUTH_TOKEN_PATH, raylb --token-file): {lab.ray_access.token_path}")
     if prometheus:
         click.echo(f"  prometheus: http://{lab.control.ipv4}:{PROMETHEUS_PORT} (scrapes raylb's /metrics once raylb runs)")
     if lab.kube is not None:

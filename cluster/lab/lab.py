@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from raylb.cluster.kube import manifests
 from raylb.cluster.kube.provision import kuberay_crds
 from raylb.cluster.lab import build, hosts, images, ray_nodes
+from raylb.cluster.lab.redis import Redis, write_secret
 from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import kubecluster
 from raylb.cluster.lab import netns as ns
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 #: Ray puts Unix sockets below it and socket paths are limited to 107 bytes.
 STATE_ROOT = Path("/tmp")
 STATE_FILE = "lab.json"
+#: The lab's Ray token (0600): RAY_AUTH_TOKEN_PATH of every Ray process and client of the lab.
+RAY_TOKEN_FILE = "ray-auth-token"
+REDIS_DIR = "redis"
 HTTP_READY_TIMEOUT_S = 20.0
 
 
@@ -132,6 +136,13 @@ class Lab:
         self.http = http
         self.ray_options = ray_options or ray_nodes.RayOptions()
         self.state_dir = state_dir(name)
+        self.redis = Redis(host=self.control, workdir=self.state_dir / REDIS_DIR)
+        self.ray_access = ray_nodes.RayAccess(
+            token_path=self.state_dir / RAY_TOKEN_FILE, redis_address=self.redis.address,
+            redis_password_path=self.redis.password_path, storage_namespace=f"{NETNS_PREFIX}{self.name}",
+        )  # fmt: skip
+        #: Session IDs of the head's `ray start` and of redis-server (see ray_nodes.start).
+        self.sessions: dict[str, int] = {}
         self.want_kube = kube
         #: Where the lab's API server answers and its kubeconfigs (None without kube).
         self.kube: lab_kube.LabKube | None = None
@@ -194,6 +205,8 @@ class Lab:
             lab.kube = lab_kube.LabKube.from_dict(state["kube"])  # type: ignore[arg-type]
             lab.want_kube = True
         lab.kubelets = bool(state.get("kubelets", False))
+        if isinstance(state.get("sessions"), dict):
+            lab.sessions = {str(k): int(v) for k, v in state["sessions"].items()}  # type: ignore[union-attr]
         return lab
 
     def _build(self) -> None:
@@ -240,6 +253,7 @@ class Lab:
     def _write_state(self) -> None:
         state: dict[str, object] = {
             "nodes": len(self.nodes), "ray": self.ray, "http": self.http, "kubelets": self.kubelets,
+            "sessions": self.sessions,
         }  # fmt: skip
         if self.kube is not None:
             state["kube"] = self.kube.as_dict()
@@ -344,23 +358,70 @@ class Lab:
         return self.state_dir / f"{host.name}-ray-start.log"
 
     def start_ray(self) -> None:
-        """Head in the control namespace, then one raylet per node (started in parallel)."""
-        opts = self.ray_options
-        head = self.control
-        argv = ray_nodes.head_argv(head, temp_dir=self._ray_temp_dir(head), options=opts)
-        proc = ray_nodes.start(head, argv, log_path=self._ray_log(head), options=opts)
-        ray_nodes.wait_started(proc, host=head, log_path=self._ray_log(head))
+        """The token and Redis, the head in the control namespace, then one raylet per node
+        (started in parallel)."""
+        write_secret(self.ray_access.token_path)
+        self.redis.write_config()
+        self.start_redis()
+        self.start_ray_head(wait_nodes=False)
         started = [(node, self._start_raylet(node)) for node in self.nodes]
         for node, proc in started:
             ray_nodes.wait_started(proc, host=node, log_path=self._ray_log(node))
         self.ray = True
         self._write_state()
-        ray_nodes.wait_alive(self.control, count=1 + len(self.nodes), env=ray_nodes.ray_env(opts))
+        self.wait_ray_nodes()
+
+    def start_ray_head(self, *, wait_nodes: bool = True) -> None:
+        """`ray start --head` on the control host with the lab's Redis: a head started again
+        after a crash reads the cluster back from Redis and the raylets reconnect to it."""
+        opts, head = self.ray_options, self.control
+        # What a rebooted machine forgets: `ray start --head` refuses to start where its last
+        # start recorded a cluster that some raylet (in any namespace: it greps `ps`) still
+        # names. That cluster is the one this head resumes from Redis.
+        (self._ray_temp_dir(head) / ray_nodes.CURRENT_CLUSTER_FILE).unlink(missing_ok=True)
+        argv = ray_nodes.head_argv(head, temp_dir=self._ray_temp_dir(head), options=opts, access=self.ray_access)
+        env = {**ray_nodes.ray_env(opts, self.ray_access), **self.ray_access.head_env()}
+        proc = ray_nodes.start(head, argv, log_path=self._ray_log(head), env=env)
+        self.sessions["ray-head"] = proc.pid
+        self._write_state()
+        ray_nodes.wait_started(proc, host=head, log_path=self._ray_log(head))
+        if wait_nodes:
+            self.wait_ray_nodes()
+
+    def wait_ray_nodes(self) -> None:
+        """Until the head and every node's raylet are alive in the GCS."""
+        env = ray_nodes.ray_env(self.ray_options, self.ray_access)
+        ray_nodes.wait_alive(self.control, count=1 + len(self.nodes), env=env)
+
+    def kill_ray_head(self) -> None:
+        """The Ray head's machine loses power, but Redis (and an API server) on other machines
+        keep running: SIGKILL every process of the head's session, nothing else."""
+        self._kill_session("ray-head")
+
+    def start_redis(self) -> None:
+        proc = self.redis.start()
+        self._children.append(proc)
+        self.sessions["redis"] = proc.pid
+        self._write_state()
+
+    def kill_redis(self) -> None:
+        """Redis crashes (SIGKILL); its append-only file stays for the next start."""
+        self._kill_session("redis")
+
+    def _kill_session(self, what: str) -> None:
+        session = self.sessions.get(what)
+        if session is None:
+            raise LabError(f"lab {self.name!r} has no {what} running (not started by this lab)")
+        survivors = ns.kill_session(self.control.netns, session)
+        self._reap()
+        if survivors:
+            raise LabError(f"{what} processes {survivors} in {self.control.netns} survived SIGKILL")
 
     def _start_raylet(self, node: Host) -> subprocess.Popen[Any]:
         opts = self.ray_options
         argv = ray_nodes.node_argv(node, temp_dir=self._ray_temp_dir(node), options=opts)
-        return ray_nodes.start(node, argv, log_path=self._ray_log(node), options=opts)
+        env = ray_nodes.ray_env(opts, self.ray_access)
+        return ray_nodes.start(node, argv, log_path=self._ray_log(node), env=env)
 
     def restart_node(self, node: Host | str) -> None:
         """The machine comes back: whatever still runs is killed, then HTTP and the raylet start
@@ -447,8 +508,9 @@ class Lab:
         return prometheus.start(self)
 
     def driver_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Environment for a Ray driver run with `lab.popen(lab.control, [...])`."""
-        env = ray_nodes.ray_env(self.ray_options)
+        """Environment for a Ray driver run with `lab.popen(lab.control, [...])`: the lab's
+        address and token."""
+        env = ray_nodes.ray_env(self.ray_options, self.ray_access)
         env["RAY_ADDRESS"] = self.ray_address
         env.update(extra or {})
         return env

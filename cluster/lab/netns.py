@@ -118,6 +118,33 @@ def pids(netns: str) -> list[int]:
     return sorted(found)
 
 
+def session_id(pid: int) -> int | None:
+    """The session a process belongs to (field 6 of /proc/PID/stat), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after it.
+    return int(stat.rpartition(")")[2].split()[3])
+
+
+def session_pids(netns: str, session: int) -> list[int]:
+    """PIDs in `netns` that belong to session `session` (what one `setsid` started)."""
+    return [pid for pid in pids(netns) if session_id(pid) == session]
+
+
+def kill_session(netns: str, session: int) -> list[int]:
+    """SIGKILL every process of one session in `netns` (a machine's daemon losing power while
+    the rest of the machine runs). Returns survivors."""
+    deadline = time.monotonic() + KILL_WAIT_S
+    while True:
+        left = [p for p in session_pids(netns, session) if p != os.getpid()]
+        if not left or time.monotonic() >= deadline:
+            return left
+        _signal_all(left, signal.SIGKILL)
+        time.sleep(POLL_S)
+
+
 def _signal_all(pid_list: list[int], sig: int) -> None:
     me = os.getpid()
     for pid in pid_list:

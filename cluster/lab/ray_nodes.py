@@ -8,6 +8,13 @@ without colliding; what they would share is the filesystem, so each gets its own
 Ray is stopped by namespace (SIGTERM/SIGKILL of the processes in it), never with `ray stop`,
 which kills by process-name pattern across the whole machine, other people's clusters included.
 
+Only token holders get in (RAY_AUTH_MODE=token): every Ray process of the lab, and every
+client the lab starts, finds the lab's token through RAY_AUTH_TOKEN_PATH (a 0600 file in the
+state directory); a host on the node network without it is refused by the GCS, the job server
+and the dashboard. The head keeps its tables in the lab's Redis (redis.py) under a storage
+namespace named after the lab, so a head that dies and comes back is the same cluster: the
+raylets reconnect, and detached actors that lived on the head are restarted.
+
 `python -m raylb.cluster.lab.ray_nodes wait --address A --count N` (run inside the control
 namespace) polls the GCS node table until N nodes are alive; lab.py uses it for readiness.
 """
@@ -34,6 +41,8 @@ DASHBOARD_PORT = 8265
 #: Object store per Ray node: small, the box is shared (Ray's minimum is 75 MiB).
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
 NUM_CPUS = 1
+#: Where `ray start` records the address of the cluster it started, in its --temp-dir.
+CURRENT_CLUSTER_FILE = "ray_current_cluster"
 NODE_LABEL = "raylb.io/node"
 ROLE_LABEL = "raylb.io/role"
 #: `ray start` itself returns once the node's processes run; registration follows shortly.
@@ -63,20 +72,55 @@ class RayOptions:
     object_store_bytes: int = OBJECT_STORE_BYTES
 
 
+
+
+@dataclass(frozen=True)
+class RayAccess:
+    """What a Ray process of the lab needs besides its address: the token it proves itself with
+    and, for the head, the Redis holding the GCS tables."""
+
+    token_path: Path
+    redis_address: str
+    redis_password_path: Path
+    storage_namespace: str
+
+    def client_env(self) -> dict[str, str]:
+        """The variables a client (driver, `ray job submit`, `raylb`) needs to be let in."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+
+    def head_env(self) -> dict[str, str]:
+        return {
+            **self.client_env(),
+            "RAY_REDIS_ADDRESS": self.redis_address,
+            # The head's tables live under this key prefix in Redis; a head started again with
+            # the same namespace is the same cluster (same cluster ID, same detached actors).
+            "RAY_external_storage_namespace": self.storage_namespace,
+        }
+
+
 #: Without GCS fault tolerance a raylet exits this long after it lost the head (Ray's default
 #: is 60 s), and its workers - the speakers - with it. raylb's data plane must outlive the
 #: control plane, so lab raylets wait an hour for the head to come back.
 GCS_RECONNECT_TIMEOUT_S = 3600
 
 
-def ray_env(options: RayOptions) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+#: Variables of the caller's environment that must not leak into the lab's Ray processes: an
+#: address or token of some other cluster, or a Redis the caller uses for something else.
+FOREIGN_PREFIXES = ("RAY_ADDRESS", "RAY_AUTH_", "RAY_REDIS_", "RAY_external_storage_namespace")
+
+
+def ray_env(options: RayOptions, access: RayAccess | None = None) -> dict[str, str]:
+    """Environment of a Ray process of the lab (or a client of it, with `access`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_PREFIXES)}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(GCS_RECONNECT_TIMEOUT_S)
-    # Ray turns token auth on for a head when ~/.ray/auth_token exists (any local ray.init()
-    # on the machine writes one) but not for the raylets joining it, which then fail with
-    # InvalidAuthToken. The lab's cluster is reachable only inside its namespaces: say it.
-    env["RAY_AUTH_MODE"] = "disabled"
+    if access is None:
+        # Ray turns token auth on for a head when ~/.ray/auth_token exists (any local
+        # ray.init() on the machine writes one) but not for the raylets joining it, which then
+        # fail with InvalidAuthToken: say which mode, always.
+        env["RAY_AUTH_MODE"] = "disabled"
+    else:
+        env.update(access.client_env())
     # Job entrypoints (`ray job submit -- python x.py`) find the venv's python and raylb.
     venv_bin = str(Path(sys.executable).parent)
     rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
@@ -85,7 +129,9 @@ def ray_env(options: RayOptions) -> dict[str, str]:
     return env
 
 
-def head_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
+def head_argv(
+    host: Host, *, temp_dir: Path, options: RayOptions, access: RayAccess | None = None
+) -> list[str]:
     argv = [
         ray_binary(), "start", "--head",
         "--node-ip-address", str(host.ipv4),
@@ -101,6 +147,8 @@ def head_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
     ]  # fmt: skip
     if options.system_config:
         argv += ["--system-config", json.dumps(dict(options.system_config))]
+    if access is not None:
+        argv += ["--redis-password", access.redis_password_path.read_text().strip()]
     return argv
 
 
@@ -128,15 +176,18 @@ def node_argv(host: Host, *, temp_dir: Path, options: RayOptions) -> list[str]:
 
 
 def start(
-    host: Host, argv: list[str], *, log_path: Path, options: RayOptions
+    host: Host, argv: list[str], *, log_path: Path, env: Mapping[str, str]
 ) -> subprocess.Popen[Any]:
-    """Run `ray start` inside the host's namespace; its daemons stay there when it returns."""
+    """Run `ray start` inside the host's namespace; its daemons stay there when it returns.
+
+    It starts a session of its own, which every daemon and worker it starts stays in: the
+    session ID tells the head's processes apart from others in the namespace (Redis, etcd)."""
     log = log_path.open("ab")
     try:
         # Output goes to a file, not a pipe: Ray's daemons inherit it and outlive `ray start`.
         return hosts.popen(
             host.netns, argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=ray_env(options), start_new_session=True,
+            env=dict(env), start_new_session=True,
         )
     finally:
         log.close()

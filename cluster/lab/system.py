@@ -26,14 +26,19 @@ POLL_S = 0.2
 
 def raylb(lab: Lab, *args: str, check: bool = True, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
     """Run `raylb ARGS` in the lab's control namespace against the lab's Ray cluster."""
-    argv = ["env", f"RAY_ADDRESS={lab.ray_address}", "RAY_USAGE_STATS_ENABLED=0", RAYLB, *args]
-    return lab.run(lab.control, argv, check=check, timeout_s=timeout_s)
+    return lab.run(lab.control, ["env", *_client_vars(lab), RAYLB, *args], check=check, timeout_s=timeout_s)
+
+
+def _client_vars(lab: Lab) -> list[str]:
+    """`env` arguments that make a command a client of the lab's Ray: its address and token."""
+    wanted = {"RAY_ADDRESS": lab.ray_address, "RAY_USAGE_STATS_ENABLED": "0", **lab.ray_access.client_env()}
+    return [f"{k}={v}" for k, v in wanted.items()]
 
 
 def python(lab: Lab, code: str, *, timeout_s: float = 60.0) -> str:
     """Run a Ray driver snippet in the control namespace (connected, namespace raylb); its stdout."""
     prelude = f"import ray; ray.init(address={lab.ray_address!r}, namespace='raylb', logging_level='ERROR', log_to_driver=False)\n"
-    result = lab.run(lab.control, ["env", "RAY_USAGE_STATS_ENABLED=0", sys.executable, "-c", prelude + code], timeout_s=timeout_s)
+    result = lab.run(lab.control, ["env", *_client_vars(lab), sys.executable, "-c", prelude + code], timeout_s=timeout_s)
     return result.stdout
 
 

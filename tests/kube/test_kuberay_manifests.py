@@ -175,6 +175,37 @@ def test_head_runs_the_operator_as_its_serviceaccount_on_the_control_node() -> N
             assert LABEL_VALUE_RE.match(value) and len(key) <= 253, (key, value)
 
 
+def test_every_ray_container_and_the_submitter_hold_the_token_from_the_secret() -> None:
+    """KubeRay v1.5.0 has no authOptions: token auth is RAY_AUTH_MODE=token plus the token in
+    each Ray container's environment, from one Secret (issue 12, finding 4)."""
+    cluster, job = by_kind("RayCluster"), by_kind("RayJob")
+    pods = {
+        "head": cluster["spec"]["headGroupSpec"]["template"],
+        "speakers": workers()["template"],
+        "submitter": job["spec"]["submitterPodTemplate"],
+    }
+    for where, template in pods.items():
+        env = {e["name"]: e for e in template["spec"]["containers"][0].get("env", [])}
+        assert env["RAY_AUTH_MODE"].get("value") == "token", where
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "raylb-ray-token", "key": "token"}}, where
+        assert "value" not in env["RAY_AUTH_TOKEN"], f"{where}: a token written into the manifest is no secret"
+
+
+def test_the_head_keeps_the_cluster_in_redis_so_a_new_head_is_the_same_cluster() -> None:
+    """GCS fault tolerance with a Redis the user provides (issue 12, finding 3): the password from
+    a Secret, a storage namespace that outlives the RayCluster object's UID, and raylets that
+    wait for the head longer than KubeRay's FT default."""
+    cluster = by_kind("RayCluster")
+    options = cluster["spec"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"]
+    assert options["redisPassword"] == {"valueFrom": {"secretKeyRef": {"name": "raylb-redis", "key": "password"}}}
+    assert options["externalStorageNamespace"]
+    # KubeRay refuses the old annotation and raw Redis flags next to gcsFaultToleranceOptions.
+    assert "ray.io/ft-enabled" not in (cluster["metadata"].get("annotations") or {})
+    params = cluster["spec"]["headGroupSpec"]["rayStartParams"]
+    assert not {"redis-password", "redis-username"} & set(params)
+
+
 def test_the_rayjob_starts_raylb_on_that_cluster_and_leaves_it_running() -> None:
     job, cluster = by_kind("RayJob"), by_kind("RayCluster")
     assert job["metadata"]["namespace"] == cluster["metadata"]["namespace"]

@@ -28,12 +28,14 @@ from tests.lab.conftest import fixture_lab
 pytestmark = [pytest.mark.root, pytest.mark.ray]
 
 NODES = 2
+#: Ray's client server on the head (`ray start --head` starts it on this port).
+RAY_CLIENT_PORT = 10001
 #: A job's life here: the runtime-env agent prepares, the driver connects, the operator starts
 #: (and creates the store), `ray.get(ping)` returns. ~10 s on an idle machine; the box is shared.
 JOB_TIMEOUT_S = 180.0
 SERVICES = ["default/web", "default/billing", "default/web6"]
 #: Ray actor classes that make up raylb; the count of each is the "nothing duplicated" check.
-RAYLB_CLASSES = ("OperatorActor", "AllocatorService", "Speaker", "MemoryCluster")
+RAYLB_CLASSES = ("OperatorActor", "AllocatorService", "Speaker", "DurableMemoryCluster")
 STATUS_SNIPPET = (
     "import sys; from ray.job_submission import JobSubmissionClient; "
     "print(JobSubmissionClient(sys.argv[1]).get_job_status(sys.argv[2]).value)"
@@ -54,9 +56,25 @@ def lab() -> Iterator[Lab]:
         yield built
 
 
-def ray_job(lab: Lab, verb: str, *args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+def credentials(lab: Lab, token: str | None = "lab") -> list[str]:
+    """`env` arguments for a client on the node network: the lab's token, another token, or none.
+
+    HOME points at an empty directory, so no ~/.ray/auth_token of this machine is found."""
+    home = lab.state_dir / "client-home"
+    home.mkdir(exist_ok=True)
+    plain = ["-u", "RAY_AUTH_MODE", "-u", "RAY_AUTH_TOKEN", "-u", "RAY_AUTH_TOKEN_PATH", f"HOME={home}", "RAY_USAGE_STATS_ENABLED=0"]
+    if token is None:
+        return plain
+    if token == "lab":
+        return [*plain, *(f"{k}={v}" for k, v in lab.ray_access.client_env().items())]
+    return [*plain, "RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN={token}"]
+
+
+def ray_job(
+    lab: Lab, verb: str, *args: str, timeout_s: float = 120.0, token: str | None = "lab"
+) -> subprocess.CompletedProcess[str]:
     """`ray job VERB --address http://<head>:8265 ARGS`, typed in the client namespace."""
-    argv = ["env", "RAY_USAGE_STATS_ENABLED=0", ray_binary(), "job", verb, "--address", lab.dashboard_url, *args]
+    argv = ["env", *credentials(lab, token), ray_binary(), "job", verb, "--address", lab.dashboard_url, *args]
     return lab.run(lab.client, argv, check=False, timeout_s=timeout_s)
 
 
@@ -69,7 +87,7 @@ def submit(lab: Lab, *entrypoint: str) -> str:
 
 def job_status(lab: Lab, job_id: str) -> str | None:
     """The job's status as the job server reports it (the SDK: `ray job status` prints prose)."""
-    argv = ["env", "RAY_USAGE_STATS_ENABLED=0", sys.executable, "-c", STATUS_SNIPPET, lab.dashboard_url, job_id]
+    argv = ["env", *credentials(lab), sys.executable, "-c", STATUS_SNIPPET, lab.dashboard_url, job_id]
     result = lab.run(lab.client, argv, check=False, timeout_s=60.0)
     return result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else None
 
@@ -102,6 +120,34 @@ def raylb_actors(lab: Lab) -> dict[str, Any]:
     return {"by_class": by_class, "named": data["named"]}
 
 
+@pytest.mark.parametrize(("token", "refusal"), [(None, "Unauthorized"), ("0" * 64, "Forbidden")])
+def test_a_job_without_the_clusters_token_is_refused_and_never_runs(lab: Lab, token: str | None, refusal: str) -> None:
+    marker = lab.state_dir / f"ran-{secrets.token_hex(3)}"
+    job_id = f"intruder-{secrets.token_hex(3)}"
+    result = ray_job(lab, "submit", "--no-wait", "--submission-id", job_id, "--", "touch", str(marker), token=token)
+    assert result.returncode != 0 and refusal in result.stdout + result.stderr, result.stdout + result.stderr
+    assert job_status(lab, job_id) is None, "the job server knows the refused job"
+    assert not marker.exists()
+
+
+JOIN_SNIPPET = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+    print("JOINED", ray.get(ray.remote(lambda: "ran").remote(), timeout=30))
+except Exception as exc:
+    print("REFUSED", type(exc).__name__)
+"""
+
+
+@pytest.mark.parametrize("port", ["gcs", "ray-client"])
+def test_a_driver_without_the_token_cannot_join_through_the_gcs_or_the_ray_client_port(lab: Lab, port: str) -> None:
+    address = lab.ray_address if port == "gcs" else f"ray://{lab.ray_address.rsplit(':', 1)[0]}:{RAY_CLIENT_PORT}"
+    argv = ["env", *credentials(lab, None), sys.executable, "-c", JOIN_SNIPPET, address]
+    result = lab.run(lab.client, argv, check=False, timeout_s=120.0)
+    assert "REFUSED" in result.stdout and "JOINED" not in result.stdout, result.stdout + result.stderr[-2000:]
+
+
 def test_submitted_job_starts_raylb_and_exits(lab: Lab) -> None:
     job_id = submit(lab, "python", "-m", "raylb", "run", "--memory")
     wait_status(lab, job_id, {"SUCCEEDED"})
@@ -122,7 +168,7 @@ def test_resubmitting_attaches_and_duplicates_nothing(lab: Lab) -> None:
     assert "attached to the running raylb operator" in job_logs(lab, job_id)
     after = raylb_actors(lab)
     counts = {c: len(v) for c, v in after["by_class"].items()}
-    assert counts == {"OperatorActor": 1, "AllocatorService": 1, "Speaker": NODES, "MemoryCluster": 1}, after
+    assert counts == {"OperatorActor": 1, "AllocatorService": 1, "Speaker": NODES, "DurableMemoryCluster": 1}, after
     assert sorted(name for name, _ in after["by_class"]["Speaker"]) == [f"raylb-speaker-node{i}" for i in range(1, NODES + 1)]
     assert after == before, "re-submitting replaced or added actors"
 
@@ -149,6 +195,16 @@ def test_stopping_a_job_leaves_the_system_running(lab: Lab) -> None:
     assert raylb_actors(lab) == before
     assert system.wait_announced(lab, ["default/web"], timeout_s=30)["default/web"]["ips"] == web["ips"]
     assert lab.http_get(lab.client, web["ips"][0]) == (200, web["node"])
+
+
+def test_raylb_status_from_another_host_needs_the_token_file(lab: Lab) -> None:
+    base = ["env", *credentials(lab, None), system.RAYLB, "status", "--address", lab.ray_address]
+    refused = lab.run(lab.client, base, check=False, timeout_s=180.0)
+    assert refused.returncode == 1 and "pass --token-file" in refused.stderr, refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+    allowed = lab.run(lab.client, [*base, "--token-file", str(lab.ray_access.token_path)], check=False, timeout_s=180.0)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "default/web " in allowed.stdout and "SPEAKER NODE" in allowed.stdout
 
 
 def test_uninstall_removes_every_raylb_actor(lab: Lab) -> None:

@@ -3,6 +3,7 @@ is a one-line error, not a traceback."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,33 @@ def test_run_refuses_a_metrics_port_outside_0_to_65535() -> None:
 
     result = CliRunner().invoke(run_command, ["--metrics-port", "70000", "--address", "127.0.0.1:1"])
     assert result.exit_code != 0 and "--metrics-port" in result.output and "Traceback" not in result.output
+@pytest.mark.parametrize(("content", "message"), [(None, "cannot be read"), ("", "is empty"), ("  \n", "is empty")])
+@pytest.mark.parametrize("given", ["option", "env"])
+def test_an_unusable_token_file_is_refused_naming_it_before_contacting_ray(
+    tmp_path: Path, content: str | None, message: str, given: str
+) -> None:
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+    args, env = (["--token-file", str(token)], {}) if given == "option" else ([], {"RAY_AUTH_TOKEN_PATH": str(token)})
+    result = CliRunner().invoke(status_command, [*args, "--address", "198.18.0.1:1"], env=env)
+    assert result.exit_code == 2, result.output
+    assert f"{token}: {message}" in result.output and "Traceback" not in result.output
+
+
+def test_a_token_file_is_handed_to_ray_and_switches_token_mode_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = tmp_path / "token"
+    token.write_text("0123abcd\n")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", "")  # restored afterwards, whatever the command sets
+    seen: dict[str, str | None] = {}
+
+    def fake_init(**kwargs: object) -> None:
+        seen.update({k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")})
+        raise ConnectionError("refused")
+
+    monkeypatch.setattr("raylb.cluster.control._check_reachable", lambda address: None)
+    monkeypatch.setattr("raylb.cluster.control.ray.init", fake_init)
+    result = CliRunner().invoke(status_command, ["--token-file", str(token), "--address", "198.18.0.1:6379"])
+    assert result.exit_code == 1 and "check that the token is this cluster's" in result.output, result.output
+    assert seen == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token.resolve())}
