@@ -35,6 +35,7 @@ from raylb.models import RESOURCE_KINDS, AddressPool, IPAddressPool, parse, pars
 from raylb.models.service import Service
 from raylb.reconcile import OPERATOR_NAMESPACE
 from raylb.services import to_request
+from raylb.speakergroup import parse_group_ref
 
 CALL_TIMEOUT_S = 15.0
 address_option = click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster address (default: $RAY_ADDRESS or auto).")
@@ -157,15 +158,28 @@ def _actor(name: str) -> Any | None:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), default=None, help="Kubeconfig of the cluster to serve (default: in-cluster, then $KUBECONFIG).")
 @click.option("--memory", is_flag=True, help="Read desired state from raylb's in-memory store instead of Kubernetes.")
 @click.option("--operator-namespace", default=OPERATOR_NAMESPACE, show_default=True)
-def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str) -> None:
+@click.option("--speaker-group", metavar="RAYCLUSTER/GROUP", default=None,
+              help="In-cluster on KubeRay: the RayCluster (in the operator namespace) and worker group the "
+                   "speakers run in; the operator sizes it to the Nodes matching the MetalLB resource.")
+def run_command(address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str,
+                speaker_group: str | None) -> None:
     """Start the raylb operator on the Ray cluster, or attach to the one already running."""
+    if speaker_group is not None:
+        if memory:
+            raise click.ClickException("--speaker-group sizes a KubeRay worker group from Kubernetes Nodes; "
+                                       "it cannot be used with --memory")
+        try:
+            parse_group_ref(speaker_group)
+        except ValueError as exc:
+            raise click.ClickException(f"--speaker-group: {exc}") from exc
     if kubeconfig:
         kubeconfig = str(Path(kubeconfig).resolve())
         if not memory:
             _check_kubeconfig(kubeconfig)
     connect(address)
     settings = OperatorSettings(
-        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig
+        operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig,
+        speaker_group=speaker_group,
     )
     existing = _actor(OPERATOR_NAME)
     if existing is not None:  # attach only to an operator doing what this run asks for
