@@ -41,12 +41,17 @@ UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
 # - the tolerations Kubernetes' DaemonSet controller gives every daemon pod
 #   (pkg/controller/daemon/util: not-ready/unreachable without tolerationSeconds, so a speaker
 #   stays bound to a node that is briefly NotReady and serves again when it returns; pressure
-#   and cordon, so a node keeps its speaker; network-unavailable, for hostNetwork pods);
+#   and cordon, so a node keeps its speaker; network-unavailable, for hostNetwork pods), except
+#   that not-ready and unreachable are tolerated with every effect, not only NoExecute: the
+#   node lifecycle controller also taints a NotReady node NoSchedule (and the API server taints
+#   every new Node not-ready:NoSchedule until it is Ready). A DaemonSet just keeps its pod
+#   there; this group is sized by a count, and a NotReady node that stopped counting would
+#   shrink it - KubeRay then deletes a *random* worker, perhaps a healthy node's speaker;
 # - the control-plane taint, which the MetalLB Operator's speaker DaemonSet tolerates
 #   (control-plane nodes announce too; a nodeSelector keeps them out).
 BASE_TOLERATIONS: tuple[Mapping[str, str], ...] = (
-    {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
-    {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+    {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
+    {"key": "node.kubernetes.io/unreachable", "operator": "Exists"},
     {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
     {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
     {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},

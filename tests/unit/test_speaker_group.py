@@ -102,6 +102,8 @@ SHAPES: list[tuple[str, list[dict[str, Any]], dict[str, Any] | None, int]] = [
     ("a NotReady or unreachable node keeps its speaker (DaemonSet)",
      [*NODES, tainted("d", ("node.kubernetes.io/not-ready", "", "NoExecute"),
                       ("node.kubernetes.io/unreachable", "", "NoExecute"))], {}, 4),
+    ("a NotReady node keeps counting: the API server and the node lifecycle controller taint it NoSchedule",
+     [*NODES, tainted("n", ("node.kubernetes.io/not-ready", "", "NoSchedule"))], {}, 4),
     ("a cordoned node keeps its speaker (DaemonSet)", [*NODES, tainted("k", unschedulable=True)], {}, 4),
     ("a tainted node that does not match the selector stays out",
      [*NODES, tainted("t", ("dedicated", "db", "NoSchedule"), role="worker")],
