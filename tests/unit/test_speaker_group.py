@@ -308,3 +308,19 @@ def test_without_a_keeper_the_operator_touches_no_group() -> None:
     core = OperatorCore(desired=LocalDesired(MemoryCluster()), results=MemoryCluster(), ray=FakeRay({}))
     core.step(timeout_s=0)
     assert core.speaker_group is None and core.counters.write_failures == 0
+
+
+def test_the_setting_travels_with_the_operator_and_needs_kubernetes() -> None:
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from raylb.actors.operator import OperatorSettings, connect_speaker_group, settings_conflict  # noqa: PLC0415
+
+    assert connect_speaker_group(OperatorSettings(source="kube")) is None, "outside KubeRay nothing is sized"
+    with pytest.raises(ValueError, match="needs the 'kube' source"):
+        connect_speaker_group(OperatorSettings(source="memory", speaker_group="raylb/speakers"))
+    running = asdict(OperatorSettings(source="kube"))
+    told = settings_conflict(running, OperatorSettings(source="kube", speaker_group="raylb/speakers"))
+    assert told is not None and "speaker_group: running None, asked 'raylb/speakers'" in told
+    # An operator started before the setting existed has none: attaching without one is no conflict.
+    del running["speaker_group"]
+    assert settings_conflict(running, OperatorSettings(source="kube")) is None
