@@ -16,6 +16,14 @@ Nodes and the MetalLB resource alone:
 Without the MetalLB resource nothing runs: zero replicas. The group's pod anti-affinity (in
 deploy/kuberay/raycluster.yaml) makes the replicas one per node.
 
+Known limit: KubeRay (v1.5.0) never recreates a running worker when the pod template changes.
+After a nodeSelector change the operator stops the speaker actors on nodes that left the
+selector at once, and the group gets the new size and template, but workers already running
+on those nodes stay there (and a shrink makes KubeRay delete *random* workers), so a node that
+newly matches gets a worker only when a replica is free. Deleting the worker Pods of the nodes
+that left the selector lets KubeRay recreate them on matching nodes. Doing that automatically
+needs the worker Pod names (scaleStrategy.workersToDelete) - not done yet.
+
 `group_patch` turns a shape into the JSON Patch (RFC 6902) of one workerGroupSpecs entry; it is
 empty when the RayCluster already has that shape, so a steady state writes nothing.
 """
