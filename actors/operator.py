@@ -30,13 +30,16 @@ from raylb import reconcile as rc
 from raylb.actors.allocator import NotRestored, Outcome
 from raylb.actors.memberlist_key import REFRESH_S, KeySource
 from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT, serve
+from raylb.actors.speaker_group import SpeakerGroupKeeper
 from raylb.desired import Change, Desired, Ref, Results, World
 from raylb.errors import Problem
 from raylb.ipam.request import ServiceRequest
 from raylb.keyring import KeySet, accept_first, fingerprint, for_new_speaker, plan_keys
 from raylb.metrics import Metric, OperatorFigures, operator_families
+from raylb.models import MetalLB
 from raylb.pools import Pool
 from raylb.snapshot import EMPTY, NodeInfo, Snapshot
+from raylb.speakergroup import parse_group_ref, speaker_group_shape
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,8 @@ class OperatorCore:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     write_concurrency: int = 1  # KUBE_WRITE_CONCURRENCY against an API server
     source_error_grace_s: float = SOURCE_ERROR_GRACE_S
+    # In-cluster on KubeRay: keeps the speakers' worker group sized to the matching Nodes.
+    speaker_group: SpeakerGroupKeeper | None = None
     world: World = field(default_factory=World)
     counters: Counters = field(default_factory=Counters)
     snapshot: Snapshot = EMPTY
@@ -201,6 +206,7 @@ class OperatorCore:
         source_errors = self._track_source_errors(now)
         system = rc.read_system(self.world, operator_namespace=self.operator_namespace, now=now)
         self._apply(system.writes)
+        self._keep_speaker_group(system.metallb)
         if system.metallb is None:
             self._report_unsynced(source_errors, now)
             self._teardown()
@@ -327,6 +333,15 @@ class OperatorCore:
         self._apply(rc.unsynced_metallb_writes(operator_namespace=self.operator_namespace,
                                                source_errors=source_errors, now=now))
         self._unsynced_report = (source_errors, now)
+
+    def _keep_speaker_group(self, metallb: MetalLB | None) -> None:
+        if self.speaker_group is None:
+            return
+        shape = speaker_group_shape((obj for _, obj in self.world.of_kind("Node")), metallb)
+        error = self.speaker_group.keep(shape)  # logs it; counted here like a failed write
+        if error is not None:
+            self.counters.write_failures += 1
+            self.counters.last_error = f"speaker group: {error}"
 
     def _allocate(
         self, *, pools: Mapping[str, Pool], requests: Mapping[str, ServiceRequest], views: Mapping[str, rc.ServiceView]
@@ -535,6 +550,9 @@ class OperatorSettings:
     metrics_port: int = OPERATOR_PORT
     allocator_metrics_port: int = ALLOCATOR_PORT
     speaker_metrics_port: int = SPEAKER_PORT
+    # With "kube" on KubeRay: "RAYCLUSTER/GROUP", the worker group the speakers run in, which the
+    # operator sizes to the matching Nodes (raylb.speakergroup). None: nobody sizes it.
+    speaker_group: str | None = None
 
 
 def connect(settings: OperatorSettings) -> tuple[Desired, Results, KeySource]:
@@ -566,6 +584,20 @@ def connect(settings: OperatorSettings) -> tuple[Desired, Results, KeySource]:
     raise ValueError(f"unknown desired-state source {settings.source!r}; use 'memory' or 'kube'")
 
 
+def connect_speaker_group(settings: OperatorSettings) -> SpeakerGroupKeeper | None:
+    """The keeper of the speakers' KubeRay worker group, when the settings name one."""
+    if settings.speaker_group is None:
+        return None
+    if settings.source != "kube":
+        raise ValueError("a speaker group is sized from Kubernetes Nodes: it needs the 'kube' source")
+    from raylb.cluster.kube.client import build_api_client  # noqa: PLC0415
+    from raylb.cluster.kube.raycluster import KubeSpeakerGroup  # noqa: PLC0415
+
+    port = KubeSpeakerGroup(build_api_client(settings.kubeconfig), namespace=settings.operator_namespace,
+                            ref=parse_group_ref(settings.speaker_group))
+    return SpeakerGroupKeeper(port)
+
+
 class OperatorActor:
     """The Ray actor: builds the core from settings and runs its loop on a thread."""
 
@@ -581,6 +613,7 @@ class OperatorActor:
             desired=desired, results=results, ray=ray_ops, key_source=key_source,
             operator_namespace=settings.operator_namespace,
             write_concurrency=KUBE_WRITE_CONCURRENCY if settings.source == "kube" else 1,
+            speaker_group=connect_speaker_group(settings),
         )
         self._loop = OperatorLoop(self._core)
         self._loop.start()

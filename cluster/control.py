@@ -38,6 +38,7 @@ from raylb.models import RESOURCE_KINDS, AddressPool, IPAddressPool, parse, pars
 from raylb.models.service import Service
 from raylb.reconcile import OPERATOR_NAMESPACE
 from raylb.services import to_request
+from raylb.speakergroup import parse_group_ref
 
 CALL_TIMEOUT_S = 15.0
 #: Where Ray looks for a token (before ~/.ray/auth_token), and the switch that makes a client
@@ -203,11 +204,22 @@ def _actor(name: str) -> Any | None:
               help="The allocator's /metrics port on the control node (0: off).")
 @click.option("--speaker-metrics-port", type=click.IntRange(0, 65535), default=SPEAKER_PORT, show_default=True,
               help="Each speaker's /metrics port on its node address (0: off).")
+@click.option("--speaker-group", metavar="RAYCLUSTER/GROUP", default=None,
+              help="In-cluster on KubeRay: the RayCluster (in the operator namespace) and worker group the "
+                   "speakers run in; the operator sizes it to the Nodes matching the MetalLB resource.")
 def run_command(
     address: str | None, kubeconfig: str | None, memory: bool, operator_namespace: str,
-    metrics_port: int, allocator_metrics_port: int, speaker_metrics_port: int,
+    metrics_port: int, allocator_metrics_port: int, speaker_metrics_port: int, speaker_group: str | None,
 ) -> None:  # fmt: skip
     """Start the raylb operator on the Ray cluster, or attach to the one already running."""
+    if speaker_group is not None:
+        if memory:
+            raise click.ClickException("--speaker-group sizes a KubeRay worker group from Kubernetes Nodes; "
+                                       "it cannot be used with --memory")
+        try:
+            parse_group_ref(speaker_group)
+        except ValueError as exc:
+            raise click.ClickException(f"--speaker-group: {exc}") from exc
     if kubeconfig:
         kubeconfig = str(Path(kubeconfig).resolve())
         if not memory:
@@ -218,6 +230,7 @@ def run_command(
         operator_namespace=operator_namespace, source="memory" if memory else "kube", kubeconfig=kubeconfig,
         memberlist_key_file=key_file,
         metrics_port=metrics_port, allocator_metrics_port=allocator_metrics_port, speaker_metrics_port=speaker_metrics_port,
+        speaker_group=speaker_group,
     )  # fmt: skip
     existing = _actor(OPERATOR_NAME)
     if existing is not None:  # attach only to an operator doing what this run asks for

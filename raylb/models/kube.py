@@ -82,10 +82,26 @@ class NodeStatus(ViewModel):
     conditions: list[NodeCondition] = Field(default_factory=list, description="Node conditions.")
 
 
+class Taint(ViewModel):
+    """One taint of a Node: pods without a matching toleration stay off (or are evicted)."""
+
+    key: str = Field(description="Taint key.")
+    value: str = Field(default="", description="Taint value.")
+    effect: str = Field(description="NoSchedule, PreferNoSchedule or NoExecute.")
+
+
+class NodeSpec(ViewModel):
+    """The Node spec raylb reads: where a speaker pod may be scheduled."""
+
+    taints: list[Taint] = Field(default_factory=list, description="Taints of the node.")
+    unschedulable: bool = Field(default=False, description="Cordoned: no new pods.")
+
+
 class Node(ViewModel):
     """A core/v1 Node, reduced to what raylb reads."""
 
     metadata: NodeMeta = Field(description="Name and labels.")
+    spec: NodeSpec = Field(default_factory=NodeSpec, description="Taints and cordon.")
     status: NodeStatus = Field(default_factory=NodeStatus, description="Conditions.")
 
     @property

@@ -27,6 +27,7 @@ from ray._private.label_utils import parse_node_labels_from_yaml_file, parse_nod
 
 from raylb.cluster.kube import manifests
 from raylb.cluster.kube.controlplane import REPO
+from raylb.speakergroup import BASE_TOLERATIONS, parse_group_ref
 
 DEPLOY = REPO / "deploy"
 KUBERAY_CRDS = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml")
@@ -36,7 +37,7 @@ KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources"}
 #: Kubernetes label values (also Ray's rule for node labels): <= 63 characters, alphanumeric at
 #: both ends, '-', '_' and '.' inside.
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-SPEAKER_CAPABILITIES = {"NET_RAW", "NET_ADMIN"}
+SPEAKER_CAPABILITIES = {"NET_RAW"}
 #: Ray's default raylet wait for a lost head (RAY_gcs_rpc_server_reconnect_timeout_s).
 RAY_DEFAULT_RECONNECT_S = 60
 
@@ -143,8 +144,35 @@ def test_speakers_run_one_per_node_on_the_node_network_with_raw_sockets() -> Non
     assert term["topologyKey"] == "kubernetes.io/hostname"
     own = group["template"]["metadata"]["labels"]
     assert term["labelSelector"]["matchLabels"].items() <= own.items(), "the anti-affinity must select the group itself"
-    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] >= 1
-    assert set(container(group)["securityContext"]["capabilities"]["add"]) == SPEAKER_CAPABILITIES
+    # The operator sizes the group; it starts empty, so KubeRay reports the head alone Ready.
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 0
+    # The operator keeps these and appends speakerTolerations: the manifest starts with them.
+    assert pod["tolerations"] == [dict(t) for t in BASE_TOLERATIONS]
+    context = container(group)["securityContext"]
+    assert set(context["capabilities"]["add"]) == SPEAKER_CAPABILITIES and context["capabilities"]["drop"] == ["ALL"]
+    assert context["runAsUser"] == 0, "capabilities.add gives a non-root process nothing (no ambient capabilities)"
+
+
+def test_a_speaker_worker_declares_the_ports_it_takes_on_the_node() -> None:
+    group = workers()
+    params, ray = group["rayStartParams"], container(group)
+    (metrics,) = [p for p in ray["ports"] if p["name"] == "metrics"]  # KubeRay adds 8080 only without one
+    assert metrics["containerPort"] == int(params["metrics-export-port"]) != 8080
+    agent = params["dashboard-agent-listen-port"]
+    assert int(agent) != 52365
+    for probe in ("readinessProbe", "livenessProbe"):  # KubeRay's own probes would ask 52365
+        assert f"http://localhost:{agent}/api/local_raylet_healthz" in " ".join(ray[probe]["exec"]["command"])
+    fixed = [int(params[k]) for k in ("node-manager-port", "object-manager-port", "metrics-export-port",
+                                      "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port")]
+    workers_range = range(int(params["min-worker-port"]), int(params["max-worker-port"]) + 1)
+    assert len(set(fixed)) == len(fixed) and not set(fixed) & set(workers_range)
+    assert max([*fixed, *workers_range]) < 32768, "below Linux's ephemeral port range"
+
+
+def test_the_operator_namespace_admits_privileged_pods() -> None:
+    labels = by_kind("Namespace")["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "privileged"
 
 
 def test_each_speaker_tells_ray_its_kubernetes_node_name() -> None:
@@ -210,7 +238,9 @@ def test_the_rayjob_starts_raylb_on_that_cluster_and_leaves_it_running() -> None
     job, cluster = by_kind("RayJob"), by_kind("RayCluster")
     assert job["metadata"]["namespace"] == cluster["metadata"]["namespace"]
     assert job["spec"]["clusterSelector"] == {"ray.io/cluster": cluster["metadata"]["name"]}
-    assert job["spec"]["entrypoint"] == "python -m raylb run"
+    assert job["spec"]["entrypoint"] == "python -m raylb run --speaker-group raylb/speakers"
+    ref = parse_group_ref(job["spec"]["entrypoint"].rsplit(" ", 1)[1])
+    assert ref.cluster == cluster["metadata"]["name"] and ref.group == workers()["groupName"]
     assert "rayClusterSpec" not in job["spec"] and not job["spec"].get("shutdownAfterJobFinishes")
 
 
@@ -230,12 +260,16 @@ def test_the_worker_command_writes_the_label_ray_reads(tmp_path: Path, node_name
 
 
 def test_the_worker_command_fails_without_a_node_name(tmp_path: Path) -> None:
+    """With what KubeRay appends (BuildPod in common/pod.go: `CMD && ulimit -n 65536; ray start ...`);
+    tests/kube/test_kuberay_worker_pod.py runs the command the real operator generates."""
     group = workers()
     (command,) = container(group)["args"]
     here = tmp_path / "labels.yaml"
-    result = subprocess.run(["bash", "-c", command.replace(group["rayStartParams"]["labels-file"], str(here))],
-                            env={"PATH": "/usr/bin:/bin"}, check=False)  # fmt: skip
-    assert result.returncode != 0 and not here.exists(), "KubeRay's `&& ray start` must not run"
+    script = command.replace(group["rayStartParams"]["labels-file"], str(here)) + " && ulimit -n 1024; echo RAY-START"
+    result = subprocess.run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                            check=False)  # fmt: skip
+    assert result.returncode != 0 and not here.exists(), result
+    assert "RAY-START" not in result.stdout, "KubeRay's `; ray start` must not run"
 
 
 # --- server side: dry run against the real API server -----------------------------------------

@@ -200,6 +200,19 @@ ACCESS_TABLE = [
     ("create", "metallb.io", "servicel2statuses", "", "default", False),
     ("list", "metallb.io", "ipaddresspools", "", "", False),
     ("create", "apiextensions.k8s.io", "customresourcedefinitions", "", "", False),
+    # The speakers' RayCluster: read and patch it in the operator namespace, nothing more.
+    ("get", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, True),
+    ("patch", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, True),
+    ("list", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, False),
+    ("watch", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, False),
+    ("update", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, False),
+    ("create", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, False),
+    ("delete", "ray.io", "rayclusters", "", OPERATOR_NAMESPACE, False),
+    ("patch", "ray.io", "rayclusters", "status", OPERATOR_NAMESPACE, False),
+    ("get", "ray.io", "rayclusters", "", "default", False),
+    ("patch", "ray.io", "rayclusters", "", "default", False),
+    ("patch", "ray.io", "rayjobs", "", OPERATOR_NAMESPACE, False),
+    ("patch", "ray.io", "rayservices", "", OPERATOR_NAMESPACE, False),
 ]
 
 

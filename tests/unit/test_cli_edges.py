@@ -239,6 +239,22 @@ def test_run_refuses_an_unusable_kubeconfig_naming_it_before_contacting_ray(
     assert_refused(result, str(kubeconfig))
 
 
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--speaker-group", "raylb"], ["--speaker-group", "'raylb'", "expected RAYCLUSTER/GROUP"]),
+        (["--speaker-group", "Raylb/Speakers"], ["--speaker-group", "'Raylb/Speakers'", "lowercase"]),
+        (["--memory", "--speaker-group", "raylb/speakers"], ["--speaker-group", "--memory"]),
+    ],
+)
+def test_run_refuses_a_speaker_group_it_cannot_size_before_contacting_ray(
+    closed_port: int, args: list[str], names: list[str]
+) -> None:
+    result = raylb("run", *args, "--address", f"127.0.0.1:{closed_port}")
+    assert_refused(result, *names)
+    assert "cannot reach a Ray cluster" not in result.output
+
+
 @pytest.mark.parametrize("command", ["run", "status", "delete", "uninstall"])
 @pytest.mark.parametrize("form", ["127.0.0.1:{port}", "ray://127.0.0.1:{port}", "$RAY_ADDRESS"])
 def test_every_ray_command_says_in_one_line_that_ray_is_unreachable(closed_port: int, command: str, form: str) -> None:
