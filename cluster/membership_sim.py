@@ -46,8 +46,12 @@ class NetConfig:
 
 @dataclass
 class SimNetwork:
+    """Datagrams in flight. Each link draws its loss and delay from its own generator, seeded
+    by the run's seed and the link: the order in which speakers send (which follows the order
+    of their sets, salted per process) cannot change which datagrams are lost."""
+
     config: NetConfig
-    rng: random.Random
+    seed: int
     now_s: float = 0.0
     blocked: set[tuple[str, str]] = field(default_factory=set)  # (source, destination) cut one way
     groups: dict[str, int] = field(default_factory=dict)  # partition: address -> group
@@ -57,15 +61,23 @@ class SimNetwork:
     received: Counter[str] = field(default_factory=Counter)
     _flight: list[tuple[float, int, str, bytes, str]] = field(default_factory=list)
     _order: int = 0
+    _links: dict[tuple[str, str], random.Random] = field(default_factory=dict)
+
+    def _rng(self, source: str, destination: str) -> random.Random:
+        link = (source, destination)
+        if link not in self._links:
+            self._links[link] = random.Random(f"{self.seed}:{source}>{destination}")
+        return self._links[link]
 
     def send(self, source: str, destination: str, data: bytes) -> None:
         self.sent[source] += 1
-        if (source, destination) in self.blocked or self.rng.random() < self.config.loss:
+        rng = self._rng(source, destination)
+        if (source, destination) in self.blocked or rng.random() < self.config.loss:
             return
         if self.groups and self.groups.get(source) != self.groups.get(destination):
             return
         self._order += 1
-        at = self.now_s + self.config.latency_s + self.rng.random() * self.config.jitter_s
+        at = self.now_s + self.config.latency_s + rng.random() * self.config.jitter_s
         heapq.heappush(self._flight, (at, self._order, destination, data, source))
 
     def deliver_until(self, now_s: float) -> None:
@@ -121,8 +133,7 @@ class Simulation:
         self, *, nodes: int, observers: int | None = OBSERVERS, vips: int = 4, seed: int = 1,
         net: NetConfig | None = None,
     ) -> None:  # fmt: skip
-        self.rng = random.Random(seed)
-        self.network = SimNetwork(config=net or NetConfig(), rng=self.rng)
+        self.network = SimNetwork(config=net or NetConfig(), seed=seed)
         self.observers = observers
         self.names = [f"node-{i:04d}" for i in range(nodes)]
         self.addresses = {n: address_of(i) for i, n in enumerate(self.names)}
