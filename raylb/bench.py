@@ -7,7 +7,7 @@ from raylb.cli import LazyGroup
 # name -> "module:attribute" of the click command that runs that benchmark
 BENCHMARKS: dict[str, str] = {
     "alloc": "raylb.bench_alloc:command",
-    "arp": "raylb.actors.speaker.bench:command",
+    "arp": "raylb.cluster.lab.arp_bench:command",
     "footprint": "raylb.cluster.lab.footprint:command",
     "reconcile": "raylb.cluster.kube.bench:command",
     "membership": "raylb.cluster.membership_bench:command",

@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from raylb.actors.speaker.failover_probe import Outage, ProbeRun, Sample, takeover
+from raylb.cluster.lab.failover_probe import Outage, ProbeRun, Sample, takeover
 from raylb.cluster.lab import system
 from raylb.cluster.lab.failover_plot import Timeline, plot_png
 from raylb.cluster.lab.lab import Lab, LabError

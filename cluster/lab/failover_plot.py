@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raylb.actors.speaker.failover_probe import Outage, Sample
+from raylb.cluster.lab.failover_probe import Outage, Sample
 
 TRIALS_KEY = "raylb-trials"
 # Timeline window around the failure: a little before, and a little after the first answer.

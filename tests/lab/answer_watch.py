@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.probe import Prober
 from raylb.cluster.lab import Lab, in_netns
 
 INTERVAL_S = 0.2

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.probe import Prober
 from raylb.cluster.lab import Lab, down, in_netns, lab_namespaces
 from raylb.cluster.lab.lab import state_dir
 from raylb.cluster.lab.netns import list_netns

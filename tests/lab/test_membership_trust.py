@@ -20,7 +20,7 @@ import pytest
 
 from raylb import wire
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.probe import Prober
 from raylb.cluster.lab import Host, Lab
 from raylb.election import pick
 from raylb.keyring import fingerprint

@@ -1,8 +1,8 @@
 """The ARP/NDP responder in a real node namespace, seen from the lab's client.
 
-Each test starts responder harnesses (actors/speaker/harness.py) inside node namespaces and
+Each test starts responder harnesses (cluster/lab/responder_harness.py) inside node namespaces and
 looks from the client: its kernel's neighbour table, HTTP through the VIP, and raw ARP/NS
-probes (actors/speaker/probe.py) that show exactly which MACs answer. Every packet loop is
+probes (cluster/lab/probe.py) that show exactly which MACs answer. Every packet loop is
 bounded; only lab addresses are used.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from raylb import packets
-from raylb.actors.speaker.harness import HarnessClient
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.responder_harness import HarnessClient
+from raylb.cluster.lab.probe import Prober
 from raylb.actors.speaker.responder import DEFAULT_BURST_COUNT, DEFAULT_BURST_INTERVAL_S
 from raylb.cluster.lab import Host, Lab, system
 from tests.lab.conftest import fixture_lab
@@ -188,7 +188,7 @@ def assert_flood_stays_in_the_kernel(
     `node`, and Python never saw an unowned request (the kernel filter dropped the flood)."""
     flood = lab.popen(
         lab.client,
-        [sys.executable, "-m", "raylb.actors.speaker.probe", "flood", "--rate", "20000", "--seconds", "3"],
+        [sys.executable, "-m", "raylb.cluster.lab.probe", "flood", "--rate", "20000", "--seconds", "3"],
         stdout=subprocess.PIPE,
         text=True,
     )

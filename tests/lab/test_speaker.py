@@ -3,8 +3,8 @@
 One lab (3 nodes, Ray) and one driver (tests/lab/speaker_driver.py, in the control namespace)
 serve the whole module, because Ray costs tens of seconds to start on this machine. The driver
 starts one speaker per node and pushes a hand-made snapshot; the tests then look from the
-client namespace: which MACs answer ARP/NDP for each VIP (actors/speaker/probe.py), which node
-serves HTTP through the VIP, and, with the failover prober (actors/speaker/failover_probe.py),
+client namespace: which MACs answer ARP/NDP for each VIP (cluster/lab/probe.py), which node
+serves HTTP through the VIP, and, with the failover prober (cluster/lab/failover_probe.py),
 what a client sees while the announcer leaves or dies. Outages are printed (run with -s) and
 never asserted: timing targets belong to the benchmark. Tests run in file order; the last one
 kills a node.
@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from raylb import snapshot as snap
-from raylb.actors.speaker.failover_probe import ProbeRun, Sample, takeover
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.failover_probe import ProbeRun, Sample, takeover
+from raylb.cluster.lab.probe import Prober
 from raylb.cluster.lab import Host, Lab, system
 from raylb.election import pick
 from raylb.pools import IPAddress

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from raylb.actors.speaker.failover_probe import ProbeRun, takeover
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.failover_probe import ProbeRun, takeover
+from raylb.cluster.lab.probe import Prober
 from raylb.cluster.lab import Lab, prometheus, system
 from tests.lab.conftest import fixture_lab
 

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from raylb import bench_alloc
-from raylb.actors.speaker import bench as arp_bench
+from raylb.cluster.lab import arp_bench
 from raylb.cli import COMMANDS, main
 from raylb.cluster import control
 from raylb.cluster.kube import bench as reconcile_bench

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raylb.actors.speaker.failover_probe import Sample, takeover
+from raylb.cluster.lab.failover_probe import Sample, takeover
 from raylb.cluster.lab.failover_plot import Timeline, plot_png, read_trials
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,4 @@
-"""The client-side outage arithmetic of actors/speaker/failover_probe.py (pure, no network)."""
+"""The client-side outage arithmetic of cluster/lab/failover_probe.py (pure, no network)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from raylb.actors.speaker.failover_probe import Outage, Sample, check_lab_vip, outages, served_by, summary, takeover
+from raylb.cluster.lab.failover_probe import Outage, Sample, check_lab_vip, outages, served_by, summary, takeover
 
 
 def series(spec: str, *, start_s: float = 10.0, interval_s: float = 0.01) -> list[Sample]:

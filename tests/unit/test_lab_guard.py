@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raylb.actors.speaker import failover_probe, probe
+from raylb.cluster.lab import failover_probe, probe
 
 
 def test_the_root_namespace_is_not_a_lab_namespace() -> None:

@@ -50,3 +50,18 @@ def test_the_rule_catches_a_violation(tmp_path: Path) -> None:
 
 def test_there_is_a_core_to_check() -> None:
     assert len(CORE_FILES) >= 5
+
+
+ACTOR_FILES = sorted((REPO / "actors").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", ACTOR_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_actors_never_import_the_lab(path: Path) -> None:
+    """Lab and benchmark tooling (probes, harnesses, benches) lives under cluster/lab, which the
+    shipped actors never need: an actor importing it would drag the lab into every deployment."""
+    bad = sorted(name for name in imported_modules(path) if name.startswith("raylb.cluster.lab"))
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}; lab tooling belongs under cluster/lab"
+
+
+def test_there_are_actors_to_check() -> None:
+    assert any(p.name == "operator.py" for p in ACTOR_FILES)

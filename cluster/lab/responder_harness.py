@@ -1,7 +1,7 @@
 """A responder in its own process, driven over stdin/stdout: for lab tests and the benchmark.
 
 The responder must run inside a node's network namespace; tests and benchmarks start this
-module there (`ip netns exec NODE python -m raylb.actors.speaker.harness`) and talk to it one
+module there (`ip netns exec NODE python -m raylb.cluster.lab.responder_harness`) and talk to it one
 line per command, one JSON object per answer:
 
     announce IP [IFACE,...]   announce IP (on the named interfaces, else by subnet)
@@ -40,7 +40,7 @@ class HarnessClient:
     """Drives a harness process started with `spawn(argv) -> Popen` (e.g. `lab.popen` in a node)."""
 
     def __init__(self, spawn: Callable[..., subprocess.Popen], *, iface: Sequence[str] = (), ready_timeout_s: float = 20.0) -> None:  # type: ignore[type-arg]
-        argv = [sys.executable, "-m", "raylb.actors.speaker.harness"]
+        argv = [sys.executable, "-m", "raylb.cluster.lab.responder_harness"]
         for name in iface:
             argv += ["--iface", name]
         self.process = spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -134,7 +134,7 @@ def _handle(line: str, *, announcements: Announcements, responder: Responder, na
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raylb.actors.speaker.harness", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m raylb.cluster.lab.responder_harness", description=__doc__)
     parser.add_argument("--iface", action="append", help="announce on these interfaces (default: by subnet)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)

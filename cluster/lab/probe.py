@@ -5,7 +5,7 @@ neighbour sees: which MACs answer for an IP, and how fast. `flood` sends a bound
 ARP requests for addresses nobody owns (the unrelated traffic a responder must shrug off).
 Everything sent is built by raylb.packets; every send loop is bounded in count and time.
 
-    python -m raylb.actors.speaker.probe flood --iface eth0 --rate 20000 --seconds 5
+    python -m raylb.cluster.lab.probe flood --iface eth0 --rate 20000 --seconds 5
 """
 
 from __future__ import annotations
@@ -249,7 +249,7 @@ def flood(*, ifname: str, rate_per_s: int, seconds: float, src_ip: ipaddress.IPv
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raylb.actors.speaker.probe")
+    parser = argparse.ArgumentParser(prog="python -m raylb.cluster.lab.probe")
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("flood", help="bounded unrelated ARP flood")
     f.add_argument("--iface", default="eth0")

@@ -2,7 +2,7 @@
 
 Builds its own lab (one node, uniquely named), runs the responder harness in node1 owning one
 IPv4 and one IPv6 VIP, and measures from the client namespace with raw sockets
-(actors/speaker/probe.py): the time from sending an ARP request / Neighbor Solicitation to
+(cluster/lab/probe.py): the time from sending an ARP request / Neighbor Solicitation to
 receiving the reply, first idle, then while the client floods ARP requests for addresses
 nobody owns (198.18.0.64-127) at 20 000 frames/s for a bounded time. The responder's CPU
 share over the flood window comes from /proc/<pid>/stat (utime + stime). The lab is removed
@@ -25,8 +25,8 @@ from ipaddress import IPv4Address, IPv6Address
 
 import click
 
-from raylb.actors.speaker.harness import HarnessClient
-from raylb.actors.speaker.probe import Prober
+from raylb.cluster.lab.responder_harness import HarnessClient
+from raylb.cluster.lab.probe import Prober
 from raylb.cluster.lab import Lab, down, in_netns, lab_namespaces
 
 VIP4 = IPv4Address("198.18.0.130")
@@ -87,7 +87,7 @@ def _run(
 
     flood = lab.popen(
         lab.client,
-        [sys.executable, "-m", "raylb.actors.speaker.probe", "flood",
+        [sys.executable, "-m", "raylb.cluster.lab.probe", "flood",
          "--rate", str(flood_rate), "--seconds", str(flood_seconds)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

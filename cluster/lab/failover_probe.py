@@ -9,7 +9,7 @@ the takeover behind TCP retransmissions.
 
 Two halves:
 - the prober, run INSIDE the client's network namespace:
-      python -m raylb.actors.speaker.failover_probe --vip 198.18.0.130 --interval-ms 10 --duration-s 20
+      python -m raylb.cluster.lab.failover_probe --vip 198.18.0.130 --interval-ms 10 --duration-s 20
   prints one JSON line per request {"t": monotonic s, "ok": bool, "node": str|null} and a last
   line {"summary": {...}}; SIGTERM/SIGINT end it early (the summary is still printed). The
   lab's HTTP servers answer with the node's name, which is how a sample knows who served it.
@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
-from raylb.actors.speaker.probe import OutsideLabError, require_lab_netns
+from raylb.cluster.lab.probe import OutsideLabError, require_lab_netns
 from raylb.cluster.lab.topology import SUBNET_V4, SUBNET_V6
 
 # The only addresses a lab prober may send to (DESIGN.md, "The lab").
@@ -218,7 +218,7 @@ def summary(samples: Sequence[Sample]) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raylb.actors.speaker.failover_probe", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m raylb.cluster.lab.failover_probe", description=__doc__)
     parser.add_argument("--vip", required=True, help="a VIP inside the lab subnets")
     parser.add_argument("--interval-ms", type=float, default=DEFAULT_INTERVAL_S * 1000)
     parser.add_argument("--duration-s", type=float, required=True)
@@ -263,7 +263,7 @@ class ProbeRun:
     ) -> None:  # fmt: skip
         self.vip = str(check_lab_vip(vip))
         argv = [
-            sys.executable, "-m", "raylb.actors.speaker.failover_probe", "--vip", self.vip,
+            sys.executable, "-m", "raylb.cluster.lab.failover_probe", "--vip", self.vip,
             "--interval-ms", str(interval_ms), "--duration-s", str(duration_s), "--timeout-ms", str(timeout_ms),
         ]  # fmt: skip
         self.process = spawn(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, bufsize=1)
