@@ -39,6 +39,7 @@ DEBIAN_INCLUDE = (
     "python3", "python3-venv",  # the venv Ray is installed into
     "ca-certificates",          # pip and Ray's HTTPS clients check certificates
     "procps",                   # ps/kill for whoever debugs a pod; Ray itself uses psutil
+    "wget",                     # KubeRay's health probes (and raycluster.yaml's) call it
 )
 PYTHON_VERSION, PYTHON_ABI = "3.11", "cp311"
 # Wheel platforms bookworm's glibc 2.36 runs; pip download does not infer older tags.

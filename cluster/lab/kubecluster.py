@@ -121,6 +121,11 @@ state = "{dirs.root / 'containerd-state'}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN_DIR}"
     conf_dir = "{dirs.root / 'cni'}"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+  # A runtime table without its type fails every sandbox ("container.Runtime.Name must be set").
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
     Root = "{dirs.root / 'runc'}"
     SystemdCgroup = false
