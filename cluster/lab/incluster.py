@@ -112,21 +112,25 @@ class InCluster:
         if raylb not in self.lab.node_images:
             self.lab.node_images.append(raylb)
         for node in self.lab.nodes:
+            if not self.lab.pids(node):  # a stopped node gets it from `node_images` when it starts
+                continue
             progress(f"importing {raylb.reference} into {node.name}'s containerd")
             images.import_into(raylb, containerd_socket=self.lab._worker_dirs(node).containerd_socket)
 
     def create_secrets(self) -> None:
+        """The README's two `kubectl create secret generic` commands, values from the lab's files."""
         token = self.lab.state_dir / TOKEN_FILE
-        write_secret(token)
         if not self.lab.redis.password_path.exists():
             self.lab.redis.write_config()
-        for name, key, path in ((TOKEN_SECRET, "token", token), (REDIS_SECRET, "password", self.lab.redis.password_path)):
-            secret = self.kubectl("-n", NAMESPACE, "create", "secret", "generic", name,
-                                  f"--from-file={key}={path}", "--dry-run=client", "-o", "yaml")
-            path_out = self.lab.state_dir / f"incluster-secret-{name}.yaml"
-            path_out.write_text(secret)
-            path_out.chmod(0o600)
-            self.kubectl("apply", "-f", str(path_out))
+        values = ((TOKEN_SECRET, "token", write_secret(token)),
+                  (REDIS_SECRET, "password", self.lab.redis.password_path.read_text().strip()))
+        for name, key, value in values:
+            if not self.get_or_none("-n", NAMESPACE, "secret", name):
+                self.kubectl("-n", NAMESPACE, "create", "secret", "generic", name, f"--from-literal={key}={value}")
+
+    def get_or_none(self, *args: str) -> dict[str, Any] | None:
+        out = self.kubectl("get", *args, "-o", "json", "--ignore-not-found")
+        return json.loads(out) if out.strip() else None
 
     # --- waiting ---------------------------------------------------------------------------------
 
@@ -134,6 +138,12 @@ class InCluster:
         pods = self.get("-n", NAMESPACE, "pods", "-l", f"ray.io/cluster={RAYCLUSTER},ray.io/node-type=head")
         running = [p["metadata"]["name"] for p in pods["items"] if p.get("status", {}).get("phase") == "Running"]
         return running[0] if running else None
+
+    def head_node(self) -> str:
+        """The Node the Ray head pod runs on."""
+        pods = self.get("-n", NAMESPACE, "pods", "-l", f"ray.io/cluster={RAYCLUSTER},ray.io/node-type=head")
+        (node,) = {p["spec"]["nodeName"] for p in pods["items"] if p.get("status", {}).get("phase") == "Running"}
+        return str(node)
 
     def status(self) -> dict[str, Any] | None:
         """`raylb status --json` run in the head pod, or None while that cannot answer."""

@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -220,6 +221,8 @@ def holder_script(dirs: WorkerDirs, *, node: Host, binaries: Binaries) -> str:
         lines += [f"printf '%s\\n' {value} > {holder}", f"mount --bind {holder} /proc/sys/{key}"]
     lines += [
         "mount -o remount,bind,ro /proc/sys",
+        # A killed node leaves its socket file behind: the wait below must see the new one.
+        f"rm -f {dirs.containerd_socket}",
         f"containerd --config {dirs.root / 'containerd.toml'} >>{dirs.log('containerd')} 2>&1 &",
         f"for _ in $(seq 150); do [ -S {dirs.containerd_socket} ] && break; sleep 0.2; done",
         f"{binaries['kubelet']} --config={dirs.root / 'kubelet.yaml'}"
@@ -330,9 +333,19 @@ def start_worker(dirs: WorkerDirs, *, node: Host, lab: str, script: Path) -> sub
         log.close()
 
 
+def _accepts(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def wait_socket(dirs: WorkerDirs, holder: subprocess.Popen[bytes], *, timeout_s: float = SOCKET_WAIT_S) -> None:
+    """Until the node's containerd accepts connections (a killed node leaves its old socket file)."""
     deadline = time.monotonic() + timeout_s
-    while not dirs.containerd_socket.exists():
+    while not _accepts(dirs.containerd_socket):
         if holder.poll() is not None or time.monotonic() > deadline:
             raise KubeClusterError(f"containerd did not start: {tail(dirs.log('containerd'))}{tail(dirs.log('holder'))}")
         time.sleep(POLL_S)

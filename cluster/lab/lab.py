@@ -300,6 +300,15 @@ class Lab:
         if survivors:
             raise LabError(f"processes {survivors} in {self._resolve(host).netns} survived SIGKILL")
 
+    def kill_node(self, node: Host | str) -> None:
+        """A kubelet node fails: every process in its namespace (kubelet, containerd, shims,
+        hostNetwork pods, raylet), then its pods, which live in namespaces of their own but in
+        the node's cgroup subtree. `start_worker` brings it back."""
+        node = self._resolve(node)
+        self.kill_host(node)
+        if self.kubelets and (left := kubecluster.kill_pods(kubecluster.cgroup_name(self.name, node.name))):
+            raise LabError(f"pods of {node.name} survived SIGKILL: {sorted(left)}")
+
     def link_down(self, host: Host | str, *, side: str = "bridge") -> None:
         """Cable pulled: the host's port on the bridge (default) or its own eth0 goes down."""
         self._set_link(self._resolve(host), up=False, side=side)

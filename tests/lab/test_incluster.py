@@ -23,16 +23,27 @@ pytestmark = [pytest.mark.root, pytest.mark.kube]
 
 SETTLE_S = 60.0
 POLL_S = 0.5
+NODES = ["node1", "node2", "node3"]
+#: The lab's fourth node: its kubelet is stopped and its Node deleted before raylb is installed.
+SPARE = "node4"
+EXCLUDE = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
+def remove_node(system: InCluster, node: str) -> None:
+    """The node fails and the admin deletes its Node."""
+    system.lab.kill_node(node)
+    system.kubectl("delete", "node", node, "--wait=false")
 
 
 @pytest.fixture(scope="module")
 def incluster() -> Iterator[InCluster]:
     name = unique_lab_name()
     try:
-        with Lab.up(name=name, nodes=3, ray=False, kube=True, kubelets=True) as lab:
+        with Lab.up(name=name, nodes=4, ray=False, kube=True, kubelets=True) as lab:
             system = InCluster(lab)
+            remove_node(system, SPARE)  # it joins in test_a_fourth_node_...
             system.install(manifest=DEMO_MANIFEST)
-            system.wait_speakers([n.name for n in lab.nodes])
+            system.wait_speakers(NODES)
             system.apply_documents(backends(), "test-backends")
             yield system
     finally:
@@ -91,10 +102,10 @@ def announced(system: InCluster, name: str) -> tuple[list[str], str] | None:
     return (row["ips"], row["node"]) if row and row["ips"] and row["node"] else None
 
 
-def served(system: InCluster, address: str) -> dict[str, str] | None:
+def served(system: InCluster, address: str, *, timeout_s: float = 2.0) -> dict[str, str] | None:
     """One GET from the lab's client to the VIP: which pod and node answered."""
     try:
-        code, body = http_get(system.lab.client.netns, address)
+        code, body = http_get(system.lab.client.netns, address, timeout_s=timeout_s)
     except OSError:
         return None
     return json.loads(body) if code == 200 else None
@@ -107,7 +118,7 @@ def test_the_raycluster_is_ready_and_the_rayjob_started_the_operator_in_cluster(
     assert group["replicas"] == 3, "the operator sized the speaker group to the three Nodes"
     status = incluster.status()
     assert status is not None and status["operator"] is not None
-    assert sorted(s["node"] for s in status["speakers"] if s["alive"]) == ["node1", "node2", "node3"]
+    assert sorted(s["node"] for s in status["speakers"] if s["alive"]) == NODES
 
 
 def test_services_get_ips_from_the_seed_pools_and_kube_proxy_serves_them_from_every_node(incluster: InCluster) -> None:
@@ -161,7 +172,7 @@ def test_scaling_to_zero_withdraws_and_scaling_back_announces_again(incluster: I
 
 
 def test_a_node_labelled_exclude_from_external_load_balancers_stops_announcing(incluster: InCluster) -> None:
-    label = "node.kubernetes.io/exclude-from-external-load-balancers"
+    label = EXCLUDE
     _, announcer = wait_for("web announced", lambda: announced(incluster, "web"))
     incluster.kubectl("label", "node", announcer, f"{label}=")
     try:
@@ -185,6 +196,51 @@ def test_deleting_and_recreating_the_metallb_resource_gives_the_same_ips(inclust
     incluster.apply_documents([{"apiVersion": metallb["apiVersion"], "kind": "MetalLB",
                                 "metadata": {"name": "metallb", "namespace": "metallb-system"},
                                 "spec": metallb.get("spec", {})}], "test-metallb")
-    incluster.wait_speakers(["node1", "node2", "node3"])
+    incluster.wait_speakers(NODES)
     after = {n: wait_for(f"{n} announced again", lambda n=n: announced(incluster, n), timeout_s=120)[0] for n in names}
     assert after == before
+
+
+def speaker_group_replicas(system: InCluster) -> int:
+    return int(system.get("-n", "metallb-system", "raycluster", "raylb")["spec"]["workerGroupSpecs"][0]["replicas"])
+
+
+def test_killing_the_announcing_node_fails_over_as_the_client_sees_it_and_the_node_comes_back_with_a_speaker(
+    incluster: InCluster,
+) -> None:
+    head = incluster.head_node()
+    incluster.kubectl("label", "node", head, f"{EXCLUDE}=")  # the victim must not take the control plane
+    try:
+        (address,), victim = wait_for("web announced off the head's node",
+                                      lambda: (a := announced(incluster, "web")) and a[1] != head and a)
+        wait_for("web answers", lambda: served(incluster, address))
+        killed = time.monotonic()
+        incluster.lab.kill_node(victim)
+        wait_for("web answers again after the kill", lambda: served(incluster, address, timeout_s=0.5))
+        client_seen_s = time.monotonic() - killed
+        (survivor,) = set(NODES) - {head, victim}
+        wait_for(f"{survivor} announces web", lambda: (a := announced(incluster, "web")) and a[1] == survivor)
+        print(f"\nkilled {victim}: the client was served again after {client_seen_s:.2f} s")
+        restarted = time.monotonic()
+        incluster.lab.start_worker(victim)
+        incluster.wait_speakers(NODES)
+        print(f"{victim} back with a live speaker {time.monotonic() - restarted:.1f} s after its kubelet started")
+        assert speaker_group_replicas(incluster) == 3
+    finally:
+        incluster.kubectl("label", "node", head, f"{EXCLUDE}-")
+
+
+def test_a_fourth_node_gets_a_speaker_that_announces_and_removing_it_shrinks_the_group(incluster: InCluster) -> None:
+    incluster.lab.start_worker(SPARE)
+    incluster.kubectl("wait", f"node/{SPARE}", "--for=condition=Ready", "--timeout=120s")
+    incluster.wait_speakers([*NODES, SPARE])
+    assert speaker_group_replicas(incluster) == 4
+    incluster.apply_documents(local_service(SPARE), "test-local")
+    (address,), _ = wait_for(f"local announced by {SPARE}",
+                             lambda: (a := announced(incluster, "local")) and a[1] == SPARE and a)
+    assert wait_for("local answers", lambda: served(incluster, address))["node"] == SPARE
+    remove_node(incluster, SPARE)
+    wait_for("the speaker group shrinks to three", lambda: speaker_group_replicas(incluster) == 3)
+    wait_for("local withdrawn", lambda: (r := service_row(incluster, "local")) and not r["node"])
+    status = incluster.status()
+    assert sorted(s["node"] for s in status["speakers"] if s["alive"]) == NODES
