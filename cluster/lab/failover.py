@@ -163,7 +163,7 @@ def settle(lab: Lab) -> None:
     )
 
 
-def _record(
+def record(
     results: Results, lab: Lab, *, trial: int, mode: str, victim: str, vips: dict[str, str],
     event_s: float, measured: dict[str, tuple[Outage | None, tuple[Sample, ...]]], plot: bool,
 ) -> str:  # fmt: skip
@@ -207,7 +207,7 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
         vips = vips_of(lab, victim)
         fail = (lambda: lab.kill_host(victim)) if mode == "kill" else (lambda: lab.link_down(victim))
         event_s, measured = measure(lab, vips, fail)
-        told = _record(results, lab, trial=i + 1, mode=mode, victim=victim, vips=vips, event_s=event_s,
+        told = record(results, lab, trial=i + 1, mode=mode, victim=victim, vips=vips, event_s=event_s,
                        measured=measured, plot=plot)  # fmt: skip
         log(f"trial {i + 1}/{trials}: {mode} {victim}: {told}")
         if mode == "kill":
@@ -222,7 +222,7 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
         vips = vips_of(lab, victim)
         name = f"raylb-speaker-{victim}"
         event_s, measured = measure(lab, vips, lambda: system.python(lab, f"ray.get(ray.get_actor({name!r}).leave.remote())"))
-        told = _record(results, lab, trial=trials + i + 1, mode="graceful", victim=victim, vips=vips,
+        told = record(results, lab, trial=trials + i + 1, mode="graceful", victim=victim, vips=vips,
                        event_s=event_s, measured=measured, plot=plot)  # fmt: skip
         log(f"graceful {i + 1}/{graceful_trials}: {victim} left: {told}")
         if plot:  # before the fresh speaker there joins and the takeover is undone
@@ -230,6 +230,23 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
         system.kill_actor(lab, name, restart=False)  # the operator starts a fresh speaker there
         settle(lab)
     return results
+
+
+def outcome(results: Results, *, mode: str, trials: int, started: float) -> dict[str, Any]:
+    """The benchmark's JSON fields (also `--kubernetes`'s)."""
+    return {
+        "mode": mode,
+        "trials": trials,
+        "probe_interval_ms": PROBE_INTERVAL_MS,
+        "ipv4": summarize(results.outages["ipv4"]),
+        "ipv6": summarize(results.outages["ipv6"]),
+        "failed_requests_p50": percentile([float(x) for x in results.failed_requests], 50),
+        "graceful_p50_s": percentile([round(v, 4) for v in results.graceful], 50),
+        "graceful_max_s": round(max(results.graceful), 4) if results.graceful else None,
+        "graceful_samples_s": [round(v, 4) for v in results.graceful],
+        "no_takeover": results.missed,
+        "wall_s": round(time.monotonic() - started, 1),
+    }
 
 
 @click.command("failover")
@@ -241,15 +258,28 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
               help="mass failover: this many VIPs on the killed node (kill mode, IPv6, NDP client check)")
 @click.option("--total-vips", default=10_000, show_default=True, type=click.IntRange(1, 30_000),
               help="with --vips: VIPs in the whole cluster")
+@click.option("--kubernetes", is_flag=True,
+              help="raylb in-cluster on the lab's kubelets (KubeRay), the client served through kube-proxy")
 @click.option("--json", "as_json", is_flag=True, help="print only the JSON result")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="also draw each trial's client timeline and the outage distribution into this PNG")
 def command(
-    trials: int, mode: str, graceful_trials: int, vips: int, total_vips: int, name: str, as_json: bool,
-    plot_path: Path | None,
+    trials: int, mode: str, graceful_trials: int, vips: int, total_vips: int, name: str, kubernetes: bool,
+    as_json: bool, plot_path: Path | None,
 ) -> None:  # fmt: skip
     """Measure client-observed failover in a lab of its own (needs root); removed afterwards."""
     log = (lambda _msg: None) if as_json else click.echo
+    if kubernetes:
+        if vips or mode != "kill" or plot_path is not None:
+            raise click.UsageError("--kubernetes measures kill and graceful trials only (no --vips, --mode link, --plot)")
+        from raylb.cluster.lab import failover_kube  # noqa: PLC0415
+
+        try:
+            out = failover_kube.run(name=name, trials=trials, graceful_trials=graceful_trials, log=log)
+        except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(json.dumps(out, sort_keys=True))
+        return
     if vips:
         if vips > total_vips:
             raise click.BadParameter(f"{vips} is more than --total-vips {total_vips}", param_hint="--vips")
@@ -272,19 +302,7 @@ def command(
         settle(lab)
         results = run_trials(lab, trials=trials, mode=mode, graceful_trials=graceful_trials, log=log,
                              plot=plot_path is not None)  # fmt: skip
-    out = {
-        "mode": mode,
-        "trials": trials,
-        "probe_interval_ms": PROBE_INTERVAL_MS,
-        "ipv4": summarize(results.outages["ipv4"]),
-        "ipv6": summarize(results.outages["ipv6"]),
-        "failed_requests_p50": percentile([float(x) for x in results.failed_requests], 50),
-        "graceful_p50_s": percentile([round(v, 4) for v in results.graceful], 50),
-        "graceful_max_s": round(max(results.graceful), 4) if results.graceful else None,
-        "graceful_samples_s": [round(v, 4) for v in results.graceful],
-        "no_takeover": results.missed,
-        "wall_s": round(time.monotonic() - started, 1),
-    }
+    out = outcome(results, mode=mode, trials=trials, started=started)
     if plot_path is not None:
         title = f"raylb lab failover: {trials} {mode} trial(s), {graceful_trials} graceful"
         out["plot"] = str(plot_png(results.timelines, plot_path, title=title))

@@ -175,7 +175,13 @@ def served_by(response: bytes) -> str | None:
     length = {k.strip().lower(): v.strip() for k, v in headers.items()}.get(b"content-length")
     if not body or (length is not None and length != str(len(body)).encode()):
         return None
-    return body.decode(errors="replace").strip() or None
+    text = body.decode(errors="replace").strip()
+    if text.startswith("{"):  # the in-cluster backend image: {"pod": ..., "node": ..., "client": ...}
+        try:
+            return str(json.loads(text)["node"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    return text or None
 
 
 def probe(

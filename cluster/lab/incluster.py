@@ -90,8 +90,9 @@ class InCluster:
 
     # --- install ---------------------------------------------------------------------------------
 
-    def install(self, *, manifest: Path = DEMO_MANIFEST, progress: Progress = lambda line: None) -> None:
-        """Steps 1-4 of the module's docstring; returns once KubeRay has the RayCluster."""
+    def install(self, *, manifest: Path | None = DEMO_MANIFEST, progress: Progress = lambda line: None) -> None:
+        """Steps 1-4 of the module's docstring (4 only with a `manifest`); returns once KubeRay
+        has the RayCluster."""
         self.import_image(progress)
         progress("namespace, Secrets and the Redis Service")
         self.kubectl("apply", "-f", str(DEPLOY / "rbac" / "namespace.yaml"))
@@ -102,8 +103,9 @@ class InCluster:
         self.kubectl("apply", "-k", str(DEPLOY))
         self.kubectl("wait", "--for=condition=Established", "--timeout=120s",
                      *(f"crd/{p.stem.split('_', 1)[1]}.metallb.io" for p in sorted((DEPLOY / "crds").glob("*.yaml"))))
-        progress(f"kubectl apply -f {manifest.relative_to(REPO) if manifest.is_relative_to(REPO) else manifest}")
-        self.kubectl("apply", "-f", str(manifest))
+        if manifest is not None:
+            progress(f"kubectl apply -f {manifest.relative_to(REPO) if manifest.is_relative_to(REPO) else manifest}")
+            self.kubectl("apply", "-f", str(manifest))
 
     def import_image(self, progress: Progress) -> None:
         """The raylb image into every node's containerd (and into nodes started later)."""
@@ -189,6 +191,32 @@ class InCluster:
             for p in pods["items"]
         )
         return f"RayCluster {state}; pods: {phases or 'none'}"
+
+
+def backend(name: str, *, replicas: int, node: str | None = None) -> dict[str, Any]:
+    """A Deployment of the lab's backend image, spread over the nodes (or on `node` alone)."""
+    labels = {"app": name}
+    spec: dict[str, Any] = {
+        "containers": [{
+            "name": "backend", "image": "raylb.local/backend:1", "imagePullPolicy": "Never",
+            "env": [{"name": "PORT", "value": "80"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            "ports": [{"containerPort": 80}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
+        }],
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                       "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": labels}}],
+        "terminationGracePeriodSeconds": 1,
+        # The backend runs as nobody; demo.yaml's Services send to port 80 (a safe, per-pod sysctl).
+        "securityContext": {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+    }
+    if node is not None:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
 
 
 def redis_service(address: object) -> list[dict[str, Any]]:

@@ -301,10 +301,15 @@ class Lab:
             raise LabError(f"processes {survivors} in {self._resolve(host).netns} survived SIGKILL")
 
     def kill_node(self, node: Host | str) -> None:
-        """A kubelet node fails: every process in its namespace (kubelet, containerd, shims,
-        hostNetwork pods, raylet), then its pods, which live in namespaces of their own but in
-        the node's cgroup subtree. `start_worker` brings it back."""
+        """A kubelet node fails: its port on the lab bridge goes down, then every process in its
+        namespace dies (kubelet, containerd, shims, hostNetwork pods, raylet), then its pods,
+        which live in namespaces of their own but in the node's cgroup subtree. The port goes
+        first because a dead machine's kernel stops forwarding, and a namespace's does not:
+        kube-proxy's rules would go on sending the VIP's traffic to the pods (here and on other
+        nodes) for the second the killing takes, hiding the outage. `start_worker` brings the
+        node back."""
         node = self._resolve(node)
+        self.link_down(node)
         self.kill_host(node)
         if self.kubelets and (left := kubecluster.kill_pods(kubecluster.cgroup_name(self.name, node.name))):
             raise LabError(f"pods of {node.name} survived SIGKILL: {sorted(left)}")
@@ -500,6 +505,7 @@ class Lab:
         plane = self._kube_plane
         if plane is None:
             raise LabError("this process did not start the lab's API server")
+        self.link_up(node)  # after kill_node
         dirs = self._worker_dirs(node)
         script = kubecluster.write_worker(
             dirs, lab=self.name, node=node, node_index=node_index(node.name), plane=plane,

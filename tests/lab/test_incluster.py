@@ -16,7 +16,7 @@ import pytest
 
 from raylb.cluster.lab import Lab, down
 from raylb.cluster.lab.hosts import http_get
-from raylb.cluster.lab.incluster import DEMO_MANIFEST, InCluster
+from raylb.cluster.lab.incluster import DEMO_MANIFEST, InCluster, backend
 from tests.lab.conftest import unique_lab_name
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
@@ -48,32 +48,6 @@ def incluster() -> Iterator[InCluster]:
             yield system
     finally:
         down(name)
-
-
-def backend(name: str, *, replicas: int, node: str | None = None) -> dict[str, Any]:
-    """A Deployment of the lab's backend image, spread over the nodes (or on `node` alone)."""
-    labels = {"app": name}
-    spec: dict[str, Any] = {
-        "containers": [{
-            "name": "backend", "image": "raylb.local/backend:1", "imagePullPolicy": "Never",
-            "env": [{"name": "PORT", "value": "80"},
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
-            "ports": [{"containerPort": 80}],
-            "readinessProbe": {"httpGet": {"path": "/", "port": 80}, "periodSeconds": 1},
-        }],
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                       "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": labels}}],
-        "terminationGracePeriodSeconds": 1,
-        # The backend runs as nobody; demo.yaml's Services send to port 80 (a safe, per-pod sysctl).
-        "securityContext": {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
-    }
-    if node is not None:
-        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": spec}}}
 
 
 def backends() -> list[dict[str, Any]]:

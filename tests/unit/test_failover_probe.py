@@ -100,6 +100,11 @@ def test_the_prober_accepts_lab_vips(vip: str) -> None:
         (b"HTTP/1.0 503 Unavailable\r\nContent-Length: 5\r\n\r\nnode1", None),
         (b"", None),
         (b"garbage", None),
+        # the in-cluster backend says which pod and node served (the node is the announcer with
+        # externalTrafficPolicy Local)
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 55\r\n\r\n{"client":"198.18.0.4","node":"node3","pod":"bench-x"}\n', "node3"),
+        (b'HTTP/1.1 200 OK\r\n\r\n{"pod":"bench-x"}', None),
+        (b'HTTP/1.1 200 OK\r\n\r\n{"node": "node1"', None),
     ],
 )
 def test_only_a_complete_200_response_names_the_serving_node(response: bytes, node: str | None) -> None:
