@@ -60,10 +60,10 @@ def services(system: InCluster) -> dict[str, dict[str, Any]]:
     return {s["service"]: s for s in (system.status() or {}).get("services", [])}
 
 
-def vips_of(system: InCluster, node: str) -> dict[str, str]:
-    """One VIP per family that `node` announces now."""
+def vips_of(found: dict[str, dict[str, Any]], node: str) -> dict[str, str]:
+    """One VIP per family that `node` announces in `found` (from `services`)."""
     out: dict[str, str] = {}
-    for key, svc in sorted(services(system).items()):
+    for key, svc in sorted(found.items()):
         if svc["node"] == node and key.startswith("default/bench-") and svc["ips"]:
             out.setdefault("ipv6" if "ipv6" in key else "ipv4", svc["ips"][0])
     return out
@@ -77,7 +77,7 @@ def settle(system: InCluster, nodes: list[str], victims: list[str]) -> None:
         found = services(system)
         bench = [s for k, s in found.items() if k.startswith("default/bench-")]
         if len(bench) == 2 * failover.SERVICES_PER_FAMILY and all(s["node"] for s in bench) \
-                and all(vips_of(system, v) for v in victims):
+                and all(vips_of(found, v) for v in victims):
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"bench Services not all announced within {SETTLE_TIMEOUT_S:.0f} s: "
@@ -140,7 +140,7 @@ def run(*, name: str, trials: int, graceful_trials: int, log: Any) -> dict[str, 
         results = failover.Results()
         for i in range(trials):
             victim = victims[i % len(victims)]
-            vips = vips_of(system, victim)
+            vips = vips_of(services(system), victim)
             event_s, measured = failover.measure(lab, vips, lambda victim=victim: lab.kill_node(victim))
             told = failover.record(results, lab, trial=i + 1, mode="kill", victim=victim, vips=vips,
                                     event_s=event_s, measured=measured, plot=False)  # fmt: skip
@@ -149,7 +149,7 @@ def run(*, name: str, trials: int, graceful_trials: int, log: Any) -> dict[str, 
             settle(system, nodes, victims)
         for i in range(graceful_trials):
             victim = victims[i % len(victims)]
-            vips = vips_of(system, victim)
+            vips = vips_of(services(system), victim)
             actor = f"raylb-speaker-{victim}"
             event_s, measured = failover.measure(
                 lab, vips, lambda actor=actor: head_python(system, f"ray.get(ray.get_actor({actor!r}).leave.remote())"))

@@ -39,7 +39,6 @@ NAMESPACE = "metallb-system"
 DEPLOY = REPO / "deploy"
 DEMO_MANIFEST = DEPLOY / "examples" / "demo.yaml"
 RAYCLUSTER = "raylb"
-RAYJOB = "raylb-run"
 HEAD_CONTAINER = "ray-head"
 #: The Secrets raycluster.yaml reads, and the files in the lab's state directory that hold them.
 TOKEN_SECRET, REDIS_SECRET = "raylb-ray-token", "raylb-redis"
@@ -66,15 +65,12 @@ class InCluster:
         if not lab.kubelets or lab.kube is None:
             raise InClusterError(f"lab {lab.name!r} has no kubelets: start it with `raylb lab up --kubernetes`")
         self.lab = lab
-        self.kubectl_path = lab._kube_plane.binaries["kubectl"] if lab._kube_plane else None
 
     # --- kubectl ---------------------------------------------------------------------------------
 
     def kubectl(self, *args: str, check: bool = True, timeout_s: float = KUBECTL_TIMEOUT_S) -> str:
         """`kubectl ARGS` as the cluster admin from the control host; its stdout."""
-        if self.kubectl_path is None:
-            raise InClusterError("this process did not start the lab's API server: no kubectl path")
-        argv = [str(self.kubectl_path), f"--kubeconfig={self.lab.kube.admin_kubeconfig}", *args]
+        argv = [str(self.lab.kube_binary("kubectl")), f"--kubeconfig={self.lab.kube.admin_kubeconfig}", *args]
         done = self.lab.run(self.lab.control, argv, check=False, timeout_s=timeout_s)
         if check and done.returncode != 0:
             raise InClusterError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
@@ -117,7 +113,7 @@ class InCluster:
             if not self.lab.pids(node):  # a stopped node gets it from `node_images` when it starts
                 continue
             progress(f"importing {raylb.reference} into {node.name}'s containerd")
-            images.import_into(raylb, containerd_socket=self.lab._worker_dirs(node).containerd_socket)
+            images.import_into(raylb, containerd_socket=self.lab.containerd_socket(node))
 
     def create_secrets(self) -> None:
         """The README's two `kubectl create secret generic` commands, values from the lab's files."""

@@ -468,6 +468,16 @@ class Lab:
     def _worker_dirs(self, node: Host) -> kubecluster.WorkerDirs:
         return kubecluster.WorkerDirs(self.state_dir / "nodes" / node.name)
 
+    def containerd_socket(self, node: Host | str) -> Path:
+        """Where a kubelet node's containerd listens."""
+        return self._worker_dirs(self._resolve(node)).containerd_socket
+
+    def kube_binary(self, name: str) -> Path:
+        """One of the lab's Kubernetes binaries (kubectl, ...), as its control plane was built."""
+        if self._kube_plane is None:
+            raise LabError("this process did not start the lab's API server")
+        return self._kube_plane.binaries[name]
+
     def start_kubelets(self) -> None:
         """Controller-manager, scheduler and CoreDNS on the control host; containerd, a kubelet
         and kube-proxy on every node; pod routes everywhere; returns once every Node is Ready."""
