@@ -27,7 +27,19 @@ from raylb.keyring import fingerprint
 from tests.lab.conftest import fixture_lab
 from tests.lab.forger import Forger, capture
 from tests.lab.speaker_driver import LAB_KEY
-from tests.lab.test_speaker import NODES, VIP4, VIPS, Driver, owners, running_speakers, wait_answering, wait_for
+from tests.lab.test_speaker import (
+    NODES,
+    VIP4,
+    VIPS,
+    Driver,
+    all_converged,
+    failover,
+    make_snapshot,
+    owners,
+    running_speakers,
+    wait_answering,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.ray]
 
@@ -35,6 +47,7 @@ FORGER_KEY = b"the attacker's own key, not ours"
 NEW_KEY = b"raylb-lab-membership-key-rotated"
 FLOOD_NAMES = 20_000
 CPU_SAMPLE_S = 3.0
+SAME_OUTAGE_SLACK_S = 0.5  # a 2-core machine's noise; the finding was 12.8 s against 0.3 s
 
 
 @pytest.fixture(scope="module")
@@ -187,21 +200,27 @@ def test_rotating_the_key_causes_no_failover(lab: Lab, driver: Driver, prober: P
 
 
 def test_forged_heartbeats_for_a_dead_node_do_not_delay_its_failover(lab: Lab, driver: Driver, prober: Prober) -> None:
+    """The same node is killed twice in one run, measured the same way (HTTP every 10 ms from the
+    client): once with nothing else going on, then, back and announcing again, while its genuine
+    heartbeats are replayed and forged ones for it arrive at the survivors from its address."""
     victim = announcer(lab)
     survivors = tuple(n for n in NODES if n != victim.name)
     observers = [lab.host(n) for n in survivors]
+    baseline = failover(lab, driver, victim=victim, action=lambda: lab.kill_host(victim), label="kill, no forgeries")
+    back_up(lab, driver, prober, victim)
+
     captured = capture(observers[0], sender=victim, port=DEFAULT_PORT, count=20)
     forged = [
-        *captured,  # genuine heartbeats of the victim, replayed
+        *captured,  # genuine heartbeats of the victim's current incarnation, replayed
         signed(wire.HEARTBEAT, victim.name, key=FORGER_KEY),
         signed(wire.HEARTBEAT, victim.name, key=FORGER_KEY, incarnation=wire.U64_MAX),
         version_1(wire.HEARTBEAT, victim.name),
     ]
     stop = threading.Event()
 
-    def attack() -> None:  # every 20 ms for at most 10 s, from the victim's address
+    def attack() -> None:  # every 20 ms for at most 30 s, from the victim's address
         with Forger(lab) as forger:
-            for _ in range(500):
+            for _ in range(1500):
                 if stop.is_set():
                     return
                 for observer in observers:
@@ -209,12 +228,11 @@ def test_forged_heartbeats_for_a_dead_node_do_not_delay_its_failover(lab: Lab, d
                 time.sleep(0.02)
 
     sender = in_background(attack)
-    new = announcer(lab, survivors)
     try:
-        killed_s = time.monotonic()
-        lab.kill_host(victim)
-        wait_answering(prober, VIP4, new)  # the takeover, seen by a client, while forgeries arrive
-        taken_over_s = time.monotonic() - killed_s
+        wait_for(lambda: sum(drops(driver, n).get("replayed", 0) for n in survivors) > 0,
+                 what="the survivors dropping the forgeries before the kill")  # fmt: skip
+        attacked = failover(lab, driver, victim=victim, action=lambda: lab.kill_host(victim),
+                            label="kill, forgeries arriving")  # fmt: skip
         assert sender.is_alive(), "the forgeries stopped before the takeover"
     finally:
         stop.set()
@@ -223,6 +241,22 @@ def test_forged_heartbeats_for_a_dead_node_do_not_delay_its_failover(lab: Lab, d
     for name in survivors:
         assert status[name]["alive"] == list(survivors)
         assert status[name]["peers"][victim.name]["reason"] == "timeout"
-    print(f"\n[dead-node forgeries] {new.name} answers ARP for {VIP4} {taken_over_s:.2f} s after {victim.name} was "
-          f"killed (ARP polling included), while forgeries for {victim.name} kept arriving; drops at "
-          f"{survivors[0]}: {status[survivors[0]]['drops']}")  # fmt: skip
+    print(f"\n[dead-node forgeries] outage without forgeries: "
+          f"{ {str(v): round(s, 3) for v, s in baseline.items()} }, with forgeries: "
+          f"{ {str(v): round(s, 3) for v, s in attacked.items()} }; drops at {survivors[0]}: "
+          f"{status[survivors[0]]['drops']}")  # fmt: skip
+    for vip, outage_s in attacked.items():
+        assert outage_s <= baseline[vip] + SAME_OUTAGE_SLACK_S, (
+            f"{vip}: {outage_s:.2f} s with forgeries against {baseline[vip]:.2f} s without"
+        )
+
+
+def back_up(lab: Lab, driver: Driver, prober: Prober, node: Host) -> None:
+    """A killed node comes back with a new speaker and takes its VIPs back."""
+    signing = driver.status()[next(n for n in NODES if n != node.name)]["keys"]["sign"]
+    key = next(k for k in (LAB_KEY, NEW_KEY) if fingerprint(k) == signing)  # the key rotation test may have run
+    lab.restart_node(node)
+    driver("start", node=node.name, accept=[key.hex()])
+    assert driver.push(make_snapshot(lab, version=2)) == dict.fromkeys(NODES, 2)
+    wait_for(lambda: all_converged(driver.status(), NODES), what=f"{node.name} back and seen by every speaker")
+    wait_answering(prober, VIP4, node)

@@ -180,9 +180,11 @@ def http_node(lab: Lab, vip: IPAddress) -> str | None:
     return body if status == 200 else None
 
 
-def failover(lab: Lab, driver: Driver, *, victim: Host, action: Callable[[], None], label: str) -> None:
+def failover(
+    lab: Lab, driver: Driver, *, victim: Host, action: Callable[[], None], label: str
+) -> dict[IPAddress, float]:
     """Probe both VIPs from the client, run `action` (the failure), wait for the takeover,
-    print the outages and check who took over."""
+    print the outages, check who took over and return each VIP's outage in seconds."""
     survivors = [n for n in NODES if n != victim.name]
     runs = {vip: ProbeRun(partial(lab.popen, lab.client), vip=str(vip), duration_s=PROBE_DURATION_S) for vip in VIPS}
     try:
@@ -202,9 +204,11 @@ def failover(lab: Lab, driver: Driver, *, victim: Host, action: Callable[[], Non
             run.wait_for(served_by_new, timeout_s=TAKEOVER_S, what=f"an answer from {new} via {vip}")
     finally:
         results = {vip: run.stop() for vip, run in runs.items()}
+    outages: dict[IPAddress, float] = {}
     for vip, samples in results.items():
         outage = takeover(samples, event_s=event_s)
         assert outage is not None, f"{vip}: no takeover seen"
+        outages[vip] = outage.duration_s
         first_new_s = next(s.t for s in samples if s.ok and s.t > event_s and s.node == outage.after)
         print(
             f"\n[failover:{label}] {vip}: outage {outage.duration_s * 1000:.0f} ms "
@@ -213,6 +217,7 @@ def failover(lab: Lab, driver: Driver, *, victim: Host, action: Callable[[], Non
         )
         assert outage.before == victim.name
         assert outage.after == pick(ip=vip, candidates=survivors)
+    return outages
 
 
 # ----------------------------------------------------------------------------------- tests
