@@ -29,7 +29,7 @@ test: provision
 	$(BIN)/python -m pytest
 
 # As root: builds the lab (namespaces, Ray, Kubernetes), runs raylb in it and leaves it up.
-# DEMO_ARGS=--fresh recreates an existing demo lab.
+# DEMO_ARGS=--fresh recreates an existing demo lab; DEMO_ARGS=--kuberay shows raylb in-cluster (KubeRay).
 demo: provision
 	$(BIN)/raylb demo $(DEMO_ARGS)
 

@@ -72,6 +72,7 @@ TAKEOVER_TIMEOUT_S = 30.0
 L2_STATUS_TIMEOUT_S = 60.0
 POLL_S = 0.5
 EXISTING_STEP = "checking for an earlier demo"
+KUBERAY_LAB_NAME = "kuberay"
 
 
 class DemoError(Exception):
@@ -100,6 +101,7 @@ class DemoResult:
     services: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> ips, pool, node, error
     http: dict[str, str] = field(default_factory=dict)  # key -> body of the answer (node name)
     failover: Failover | None = None
+    look_around: str = ""  # the closing words: how to look at the running lab, how to remove it
 
 
 # --- talking to the lab's Kubernetes and Ray job server ------------------------------------------
@@ -259,21 +261,27 @@ def _log_places(lab_name: str) -> list[str]:
     ]
 
 
-def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = click.echo) -> DemoResult:
-    """The full demo on lab `name`; leaves the lab running. Raises DemoError on any failure."""
-    steps = Steps(echo, lambda: _log_places(name))
-    result = DemoResult(lab=name)
+def check_existing(name: str, *, fresh: bool, steps: Steps, kuberay: bool = False) -> None:
+    """Refuse to build over an existing lab, unless `fresh`: then remove it first."""
     existing = lab_namespaces(name)
     if existing and not fresh:
+        again = f"raylb demo{' --kuberay' if kuberay else ''} --name {name} --fresh"
         raise DemoError(
             EXISTING_STEP,
             f"a lab named {name!r} already exists ({len(existing)} namespaces rlb-{name}-*). Look around in it, "
             f"remove it with `{VENV_BIN}/raylb lab down --name {name}`, or recreate it with "
-            + ("`make demo DEMO_ARGS=--fresh`" if name == DEFAULT_LAB_NAME else f"`raylb demo --name {name} --fresh`"),
+            + ("`make demo DEMO_ARGS=--fresh`" if name == DEFAULT_LAB_NAME and not kuberay else f"`{again}`"),
         )
     if existing:
         with steps.step(f"removing the existing lab {name!r} (--fresh)"):
             down(name)
+
+
+def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = click.echo) -> DemoResult:
+    """The full demo on lab `name`; leaves the lab running. Raises DemoError on any failure."""
+    steps = Steps(echo, lambda: _log_places(name))
+    result = DemoResult(lab=name)
+    check_existing(name, fresh=fresh, steps=steps)
 
     if find_binaries() is None:  # `make demo` provisions first; a bare `raylb demo` may not have
         with steps.step("building etcd and kube-apiserver once (minutes; cached in ~/.cache/raylb)"):
@@ -323,9 +331,9 @@ def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = cl
                 vip = svc["ips"][0]
                 status, body = lab.http_get(lab.client, vip)
                 if status != 200 or body != svc["node"]:
-                    raise RuntimeError(f"GET {_url(vip)} answered {status} {body!r}; {svc['node']} announces {key}")
+                    raise RuntimeError(f"GET {url(vip)} answered {status} {body!r}; {svc['node']} announces {key}")
                 result.http[key] = body
-                echo(f"    GET {_url(vip):<26} -> {body}   ({key})")
+                echo(f"    GET {url(vip):<26} -> {body}   ({key})")
 
     web = services[FAILOVER_SERVICE]
     vip, victim = web["ips"][0], web["node"]
@@ -361,6 +369,7 @@ def run_demo(*, name: str, fresh: bool = False, echo: Callable[[str], None] = cl
     with steps.step(f"bringing {victim} back: its HTTP server and raylet restart"):
         lab.restart_node(victim)
         echo(f"    raylb starts a speaker there again; the same election may hand {vip} back to {victim}")
+    result.look_around = look_around(name, vip=vip)
     return result
 
 
@@ -373,7 +382,7 @@ def _draw_failover(lab: Lab, *, vip: str, victim: str, killed_at: float, samples
     return plot_png([timeline], lab.state_dir / "failover.png", title=f"raylb demo: {victim} killed while announcing {vip}")
 
 
-def _url(vip: str) -> str:
+def url(vip: str) -> str:
     return f"http://[{vip}]/" if ":" in vip else f"http://{vip}/"
 
 
@@ -384,7 +393,7 @@ def _services_table(services: dict[str, dict[str, Any]]) -> str:
             rows.append([key, ",".join(svc["ips"]), svc["pool"] or "-", svc["node"] or "-"])
         else:
             rows.append([key, "<pending>", "-", f"- ({svc['error']})"])
-    return _table(rows, indent="    ")
+    return table(rows, indent="    ")
 
 
 def look_around(name: str, *, vip: str | None) -> str:
@@ -401,7 +410,7 @@ def look_around(name: str, *, vip: str | None) -> str:
     lines = [
         "The lab keeps running. Look around (the lab is reachable only inside its namespaces):",
         f"  raylb status:   ip netns exec {control} {VENV_BIN}/raylb status --address {RAY_ADDRESS} --token-file {token}",
-        *([f"  a request:      ip netns exec {client} curl -s {_url(vip)}"] if vip else []),
+        *([f"  a request:      ip netns exec {client} curl -s {url(vip)}"] if vip else []),
         f"  kubectl:        ip netns exec {control} kubectl --kubeconfig {admin} get svc,servicel2statuses -A",
         f"  no kubectl:     ip netns exec {control} {VENV_BIN}/python -c {shlex.quote(snippet)}",
         f"  logs:           {state_dir(name)}/",
@@ -435,7 +444,7 @@ def settle(core: OperatorCore, cluster: MemoryCluster) -> int:
     return MAX_ROUNDS
 
 
-def _table(rows: list[list[str]], *, indent: str = "") -> str:
+def table(rows: list[list[str]], *, indent: str = "") -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -461,7 +470,7 @@ def report(cluster: MemoryCluster, ray: InProcessRay) -> str:
             fam: dict[str, int] = stats[family]
             if fam["total"]:
                 pools.append([pool_name, family, str(fam["total"]), str(fam["in_use"]), str(fam["free"])])
-    return f"{_table(rows)}\n\n{_table(pools)}"
+    return f"{table(rows)}\n\n{table(pools)}"
 
 
 def local_demo(manifests: Path) -> None:
@@ -483,20 +492,22 @@ def local_demo(manifests: Path) -> None:
 
 
 @click.command()
-@click.option("--name", default=DEFAULT_LAB_NAME, show_default=True, help="lab name (namespaces rlb-NAME-*)")
+@click.option("--name", help=f"lab name (namespaces rlb-NAME-*)  [default: {DEFAULT_LAB_NAME}, with --kuberay {KUBERAY_LAB_NAME}]")
 @click.option("--fresh", is_flag=True, help="remove an existing lab of that name first")
+@click.option("--kuberay", is_flag=True, help="raylb in-cluster: real kubelets, deployed by the KubeRay operator")
 @click.option("--local", is_flag=True, help="only the allocation, in this process: no root, no lab, no Ray")
 @click.option(
     "--manifests", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=DEMO_MANIFESTS,
     show_default=True, help="with --local: the manifests to allocate for",
 )  # fmt: skip
-def command(name: str, fresh: bool, local: bool, manifests: Path) -> None:
+def command(name: str | None, fresh: bool, kuberay: bool, local: bool, manifests: Path) -> None:
     """Run raylb on a local lab (network namespaces, Ray, Kubernetes) and show it working.
 
     Needs root. Leaves the lab running; `raylb lab down` removes it."""
     if local:
         local_demo(manifests)
         return
+    name = name or (KUBERAY_LAB_NAME if kuberay else DEFAULT_LAB_NAME)
     if os.geteuid() != 0:
         raise click.ClickException("the demo builds network namespaces and needs root (or try `raylb demo --local`)")
     try:
@@ -505,7 +516,12 @@ def command(name: str, fresh: bool, local: bool, manifests: Path) -> None:
         raise click.BadParameter(str(exc), param_hint="--name") from exc
     started = time.monotonic()
     try:
-        result = run_demo(name=name, fresh=fresh)
+        if kuberay:
+            from raylb.cluster.demo_kuberay import run_kuberay_demo  # noqa: PLC0415 - it builds on this module
+
+            result = run_kuberay_demo(name=name, fresh=fresh, echo=click.echo)
+        else:
+            result = run_demo(name=name, fresh=fresh)
     except DemoError as exc:
         cause = str(exc.cause) or type(exc.cause).__name__  # e.g. KeyboardInterrupt
         click.echo(f"\nFAILED while {exc.step.rstrip(':')}:\n  {cause}", err=True)
@@ -517,6 +533,5 @@ def command(name: str, fresh: bool, local: bool, manifests: Path) -> None:
         else:
             click.echo("The half-built lab was removed again (with its logs); the error above carries their tail.", err=True)
         sys.exit(1)
-    web = result.services.get(FAILOVER_SERVICE, {})
     click.echo(f"\nraylb demo done in {time.monotonic() - started:.0f} s.")
-    click.echo(look_around(name, vip=(web.get("ips") or [None])[0]))
+    click.echo(result.look_around)

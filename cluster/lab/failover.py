@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,15 @@ def measure(lab: Lab, vips: dict[str, str], fail: Any) -> tuple[float, dict[str,
 
 def detected_at(lab: Lab, *, node: str, peer: str, after_s: float) -> float | None:
     """When `node`'s speaker declared `peer` dead (CLOCK_MONOTONIC), if it did after `after_s`."""
+    return detection(lambda code: system.python(lab, code), node=node, peer=peer, after_s=after_s)
+
+
+def detection(run_python: Callable[[str], str], *, node: str, peer: str, after_s: float) -> float | None:
+    """`detected_at` with a Ray driver snippet run by `run_python` (here, or in the head pod)."""
     code = (f"import json; s = ray.get(ray.get_actor('raylb-speaker-{node}').status.remote(), timeout=10); "
             f"print(json.dumps(s.get('peer_deaths', {{}}).get({peer!r})))")  # fmt: skip
     try:
-        death = json.loads(system.python(lab, code).strip().splitlines()[-1])
+        death = json.loads(run_python(code).strip().splitlines()[-1])
     except Exception:  # noqa: BLE001 - the picture then shows no detection mark for this trial
         return None
     at = None if death is None else death.get("detected_at_s")
@@ -181,7 +187,7 @@ def record(
                 results.outages[family].append(outage.duration_s)
                 results.failed_requests.append(outage.failed)
             told.append(f"{family} {outage.duration_s:.3f} s")
-        if plot:  # detection is asked for once the lab has settled (see `_add_detection`)
+        if plot:  # detection is asked for once the lab has settled (see `add_detection`)
             results.timelines.append(Timeline(
                 trial=trial, family=family, mode=mode, victim=victim, vip=vips[family], event_s=event_s,
                 samples=samples, outage=outage,
@@ -189,14 +195,14 @@ def record(
     return ", ".join(told)
 
 
-def _add_detection(results: Results, lab: Lab, *, trial: int) -> None:
-    """When the node that took over declared the victim dead, for the trial's timelines. Asked
-    after the trial (a Ray driver costs the GCS a little, and a raylet restarting on a busy
-    machine needs all of it); speakers keep the last death of each peer in their status."""
+def add_detection(results: Results, *, trial: int, detected: Callable[[str, str, float], float | None]) -> None:
+    """When the node that took over declared the victim dead, for the trial's timelines:
+    `detected(node, victim, after_s)` (`detected_at`, or its in-cluster variant). Asked after
+    the trial (a Ray driver costs the GCS a little, and a raylet restarting on a busy machine
+    needs all of it); speakers keep the last death of each peer in their status."""
     for i, t in enumerate(results.timelines):
         if t.trial == trial and t.outage is not None and t.outage.after:
-            detected = detected_at(lab, node=t.outage.after, peer=t.victim, after_s=t.event_s)
-            results.timelines[i] = replace(t, detected_s=detected)
+            results.timelines[i] = replace(t, detected_s=detected(t.outage.after, t.victim, t.event_s))
 
 
 def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: Any, plot: bool = False) -> Results:
@@ -216,7 +222,7 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
             lab.link_up(victim)
         settle(lab)
         if plot:
-            _add_detection(results, lab, trial=i + 1)
+            add_detection(results, trial=i + 1, detected=lambda n, v, t: detected_at(lab, node=n, peer=v, after_s=t))
     for i in range(graceful_trials):
         victim = names[i % len(names)]
         vips = vips_of(lab, victim)
@@ -226,7 +232,8 @@ def run_trials(lab: Lab, *, trials: int, mode: str, graceful_trials: int, log: A
                        event_s=event_s, measured=measured, plot=plot)  # fmt: skip
         log(f"graceful {i + 1}/{graceful_trials}: {victim} left: {told}")
         if plot:  # before the fresh speaker there joins and the takeover is undone
-            _add_detection(results, lab, trial=trials + i + 1)
+            add_detection(results, trial=trials + i + 1,
+                          detected=lambda n, v, t: detected_at(lab, node=n, peer=v, after_s=t))  # fmt: skip
         system.kill_actor(lab, name, restart=False)  # the operator starts a fresh speaker there
         settle(lab)
     return results
@@ -270,14 +277,19 @@ def command(
     """Measure client-observed failover in a lab of its own (needs root); removed afterwards."""
     log = (lambda _msg: None) if as_json else click.echo
     if kubernetes:
-        if vips or mode != "kill" or plot_path is not None:
-            raise click.UsageError("--kubernetes measures kill and graceful trials only (no --vips, --mode link, --plot)")
+        if vips or mode != "kill":
+            raise click.UsageError("--kubernetes measures kill and graceful trials only (no --vips, --mode link)")
         from raylb.cluster.lab import failover_kube  # noqa: PLC0415
 
         try:
-            out = failover_kube.run(name=name, trials=trials, graceful_trials=graceful_trials, log=log)
+            out, timelines = failover_kube.run(name=name, trials=trials, graceful_trials=graceful_trials, log=log,
+                                               plot=plot_path is not None)  # fmt: skip
         except (LabError, RaylbError, TimeoutError, RuntimeError) as exc:
             raise click.ClickException(str(exc)) from exc
+        if plot_path is not None:
+            title = f"raylb lab failover --kubernetes: {trials} kill trial(s), {graceful_trials} graceful"
+            out["plot"] = str(plot_png(timelines, plot_path, title=title))
+            log(f"the failover picture: {out['plot']}")
         click.echo(json.dumps(out, sort_keys=True))
         return
     if vips:

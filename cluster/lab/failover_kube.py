@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from raylb.cluster.lab import failover
+from raylb.cluster.lab.failover_plot import Timeline
 from raylb.cluster.lab.footprint import memory_of
 from raylb.cluster.lab.incluster import InCluster, backend
 from raylb.cluster.lab.lab import Lab
@@ -124,7 +125,10 @@ def memory(system: InCluster) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(*, name: str, trials: int, graceful_trials: int, log: Any) -> dict[str, Any]:
+def run(
+    *, name: str, trials: int, graceful_trials: int, log: Any, plot: bool = False
+) -> tuple[dict[str, Any], list[Timeline]]:
+    """The benchmark's JSON fields, and each trial's client timeline when `plot`."""
     started = time.monotonic()
     with Lab.up(name=name, nodes=3, ray=False, kube=True, kubelets=True) as lab:
         system = InCluster(lab)
@@ -137,16 +141,22 @@ def run(*, name: str, trials: int, graceful_trials: int, log: Any) -> dict[str, 
         settle(system, nodes, victims)
         log(f"in-cluster, head pod on {head}; victims {', '.join(victims)}")
         footprint = memory(system)
+
+        def detected(node: str, victim: str, after_s: float) -> float | None:
+            return failover.detection(lambda code: head_python(system, code), node=node, peer=victim, after_s=after_s)
+
         results = failover.Results()
         for i in range(trials):
             victim = victims[i % len(victims)]
             vips = vips_of(services(system), victim)
             event_s, measured = failover.measure(lab, vips, lambda victim=victim: lab.kill_node(victim))
             told = failover.record(results, lab, trial=i + 1, mode="kill", victim=victim, vips=vips,
-                                    event_s=event_s, measured=measured, plot=False)  # fmt: skip
+                                    event_s=event_s, measured=measured, plot=plot)  # fmt: skip
             log(f"trial {i + 1}/{trials}: kill {victim}: {told}")
             lab.start_worker(victim)
             settle(system, nodes, victims)
+            if plot:
+                failover.add_detection(results, trial=i + 1, detected=detected)
         for i in range(graceful_trials):
             victim = victims[i % len(victims)]
             vips = vips_of(services(system), victim)
@@ -154,10 +164,12 @@ def run(*, name: str, trials: int, graceful_trials: int, log: Any) -> dict[str, 
             event_s, measured = failover.measure(
                 lab, vips, lambda actor=actor: head_python(system, f"ray.get(ray.get_actor({actor!r}).leave.remote())"))
             told = failover.record(results, lab, trial=trials + i + 1, mode="graceful", victim=victim, vips=vips,
-                                    event_s=event_s, measured=measured, plot=False)  # fmt: skip
+                                    event_s=event_s, measured=measured, plot=plot)  # fmt: skip
             log(f"graceful {i + 1}/{graceful_trials}: {victim} left: {told}")
+            if plot:  # before the fresh speaker there joins and the takeover is undone
+                failover.add_detection(results, trial=trials + i + 1, detected=detected)
             head_python(system, f"ray.kill(ray.get_actor({actor!r}), no_restart=True)")
             settle(system, nodes, victims)
     out = failover.outcome(results, mode="kill", trials=trials, started=started)
     out.update({"kubernetes": True, "head_node": head, "memory_mb": footprint})
-    return out
+    return out, results.timelines
