@@ -48,23 +48,9 @@ the cost is a short double announcement, never a lost IP; the views converge wit
 `dead_after_s` of the network healing. Evidence beats hearsay: a fresh heartbeat revives a
 peer that Ray called dead.
 
-Trust. Anything on the node network can send to the heartbeat port, so nothing it sends may
-change who is alive unless a speaker sent it:
-
-- every datagram carries an HMAC with the cluster's membership key (raylb.wire,
-  raylb.keyring); the speaker drops the rest as "malformed" or "unauthenticated";
-- `on_datagram` then refuses, counting each in `drops` by reason: a node not in the node
-  list this speaker was given (`set_peers`: the snapshot, built by the operator from Ray's
-  node table) - "unknown_node", so unknown names cost a counter and nothing else; a datagram
-  not from the address the node list gives that node - "wrong_source"; one sent more than
-  MAX_CLOCK_SKEW_S from our wall clock, or whose incarnation (the sender's start time) lies
-  beyond our clock plus that skew - "stale", so 2**64-1 is refused rather than winning for
-  ever; an older process of a node while its newer one is heard, or a heartbeat of a
-  process that said goodbye - "stale"; a sequence number not above the last accepted one
-  of that process - "replayed";
-- the peer table holds the listed nodes, plus unlisted ones only until they die.
-
-A holder of the key (every speaker node) can still lie; the key keeps out everyone else.
+Trust. Anything on the node network can send to the heartbeat port: `on_datagram` lets a
+datagram change nothing until raylb.admission has accepted it, and counts every refusal in
+`drops` by reason. The peer table holds the listed nodes, plus unlisted ones only until they die.
 
 Scaling (K-observer mode, `observers=k`; the speaker actor uses raylb.observers.OBSERVERS=4).
 Every speaker heartbeating every other one costs 20 x (n-1) datagrams a second each way per
@@ -123,7 +109,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from raylb import wire
+from raylb import admission, wire
 from raylb.observers import QUORUM, Topology
 
 # 20 heartbeats/s per peer: ~40-byte payloads, ~1 kB/s per peer pair, negligible CPU; fine
@@ -135,18 +121,6 @@ DEAD_AFTER_S = 0.3
 # dead_after_s must cover at least this many heartbeat intervals, so that one or two lost
 # datagrams never kill a peer.
 MIN_INTERVALS_PER_DEATH = 3
-# How long a goodbye (or a death) fences old incarnations. Datagrams do not linger on a LAN
-# for seconds, so after this any incarnation is believed again; this only matters if a
-# node's clock stepped back between two speaker starts (incarnations then go down).
-FENCE_S = 2.0
-# How far a sender's wall clock may be from the receiver's. A datagram sent (`sent_ns`) further
-# in the past or future than this is stale, and so is an incarnation (a start time) later than
-# the receiver's clock plus this: nobody can take the top of the number space, and a captured
-# datagram is useless once this old. Nodes keep NTP time (skews of milliseconds); 5 s forgives
-# a node whose clock is being corrected. A node whose clock is off by more is dead to its peers
-# (counted as "stale" in every peer's status), never able to overrule them.
-MAX_CLOCK_SKEW_S = 5.0
-_SKEW_NS = int(MAX_CLOCK_SKEW_S * 1e9)
 # A gap between two calls longer than this fraction of dead_after_s is our own stall.
 STALL_FRACTION = 0.5
 STALL_GRACE_INTERVALS = 2
@@ -154,15 +128,6 @@ STALL_GRACE_INTERVALS = 2
 TIMEOUT = "timeout"
 LEAVE = "leave"
 RAY = "ray"
-
-# Why a datagram was dropped (`Membership.drops`; the speaker adds "malformed" and
-# "unauthenticated" from raylb.wire). Each is counted, none changes who is alive.
-UNKNOWN_NODE = "unknown_node"  # not in the node list this speaker was given
-WRONG_SOURCE = "wrong_source"  # not from the address the node list gives for that node
-STALE = "stale"  # sent too long ago, a start time in the future, or an older process
-REPLAYED = "replayed"  # not newer than the last datagram accepted from that process
-OWN_NAME = "own_name"  # claims to come from this speaker
-
 
 @dataclass(frozen=True)
 class Changes:
@@ -392,7 +357,11 @@ class Membership:
         receiver wall-clock time `wall_ns`. Refused (and counted in `drops`) unless it comes
         from a listed node, from that node's listed address, within MAX_CLOCK_SKEW_S of our
         clock, and is newer than what that node's process sent before."""
-        reason = self._screen(datagram, wall_ns=wall_ns, address=address)
+        listed = datagram.node in self._listed
+        reason = admission.screen(
+            datagram, self_name=self.self_name, listed=listed, wall_ns=wall_ns, address=address,
+            listed_address=self._peers[datagram.node].address if listed else None,
+        )  # fmt: skip
         if reason is not None:
             self._observe(now_s)
             self.drops[reason] += 1
@@ -464,10 +433,10 @@ class Membership:
             return Changes(refute=not self._left)
         target = self._peers.get(subject)
         if self._topology is None or subject not in self._listed or target is None:
-            self.drops[UNKNOWN_NODE] += 1
+            self.drops[admission.UNKNOWN_NODE] += 1
             return NO_CHANGE
         if target.incarnation != subject_incarnation or accuser not in self._topology.observers(subject, self.alive()):
-            self.drops[STALE] += 1  # about another process of it, or from someone who does not watch it
+            self.drops[admission.STALE] += 1  # about another process of it, or from someone who does not watch it
             return NO_CHANGE
         self._accusations.setdefault(subject, set()).add(accuser)
         return self._judge(subject, now_s)
@@ -549,25 +518,12 @@ class Membership:
             self._quiet_until_s = max(self._quiet_until_s, now_s + STALL_GRACE_INTERVALS * self.heartbeat_interval_s)
         self._last_call_s = max(self._last_call_s, now_s)
 
-    def _screen(self, datagram: wire.Datagram, *, wall_ns: int, address: str | None) -> str | None:
-        """Why a datagram must be refused before it touches any peer's state (None: it may)."""
-        if datagram.node == self.self_name:
-            return OWN_NAME
-        if datagram.node not in self._listed:
-            return UNKNOWN_NODE
-        listed_address = self._peers[datagram.node].address
-        if listed_address is None or address != listed_address:
-            return WRONG_SOURCE
-        if abs(datagram.sent_ns - wall_ns) > _SKEW_NS or datagram.incarnation > wall_ns + _SKEW_NS:
-            return STALE
-        return None
-
     def _listed_peer(self, peer: str) -> _Peer | None:
         if peer == self.self_name:
-            self.drops[OWN_NAME] += 1
+            self.drops[admission.OWN_NAME] += 1
             return None
         if peer not in self._listed:
-            self.drops[UNKNOWN_NODE] += 1
+            self.drops[admission.UNKNOWN_NODE] += 1
             return None
         return self._peers[peer]
 
@@ -588,26 +544,10 @@ class Membership:
         return Changes(joined=frozenset({peer}), revived=revived)
 
     def _accepts(self, p: _Peer, *, incarnation: int, seq: int | None, now_s: float, leave: bool) -> bool:
-        reason = self._refusal(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=leave)
+        reason = admission.refusal(p, incarnation=incarnation, seq=seq, now_s=now_s, leave=leave)
         if reason is not None:
             self.drops[reason] += 1
         return reason is None
-
-    def _refusal(self, p: _Peer, *, incarnation: int, seq: int | None, now_s: float, leave: bool) -> str | None:
-        if p.incarnation is None or incarnation > p.incarnation:
-            return None  # first contact, or a newer process on that node
-        if incarnation < p.incarnation:
-            # An older process: only believed once the newer one has been dead for a while
-            # (a clock that stepped back gives a restarted speaker a smaller incarnation).
-            fenced_long = not p.alive and p.dead_since_s is not None and now_s - p.dead_since_s >= FENCE_S
-            return None if fenced_long else STALE
-        if seq is not None and p.seq is not None and seq <= p.seq:
-            return REPLAYED  # a duplicate, reordered, or replayed datagram
-        if p.fenced_at_s is not None and not leave and now_s - p.fenced_at_s < FENCE_S:
-            # Said goodbye: a heartbeat of that incarnation is one sent before the goodbye,
-            # unless the process evidently kept running long after it.
-            return STALE
-        return None
 
     def _forget_unlisted(self) -> None:
         """Drop the entries of unlisted peers that are dead: the table never outgrows the node list."""

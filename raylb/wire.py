@@ -35,7 +35,7 @@ Layout (network byte order), 49 bytes of header, the node name, the subject, the
 
 253 is the longest Kubernetes node name (an RFC 1123 DNS subdomain), so a datagram is at
 most 571 bytes and never fragments. `sent_ns` lets a receiver refuse a replay older than
-the clock skew it tolerates (raylb.membership.MAX_CLOCK_SKEW_S); the sequence number refuses
+the clock skew it tolerates (raylb.admission.MAX_CLOCK_SKEW_S); the sequence number refuses
 one within it. Version 1 (optional tag, no timestamp) is refused: a mixed cluster would
 have to trust unauthenticated datagrams, which is exactly what version 2 ends.
 """

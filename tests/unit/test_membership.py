@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raylb import admission
 from raylb import membership as mb
 from raylb import wire
 from raylb.membership import Changes, Membership
@@ -64,7 +65,7 @@ def test_an_unlisted_peer_that_heartbeats_costs_a_counter_and_nothing_else() -> 
         assert not m.on_leave(f"z{i}", incarnation=1, now_s=0.01)
     assert m.alive() == {"a"}
     assert set(m.view(0.01)) == {"b", "c"}  # the peer table holds the node list only
-    assert m.drops == {mb.UNKNOWN_NODE: 2000}
+    assert m.drops == {admission.UNKNOWN_NODE: 2000}
 
 
 def test_silence_kills_after_dead_after_s_and_not_before() -> None:
@@ -121,7 +122,7 @@ def test_a_restart_is_accepted_at_once_and_the_old_process_is_ignored() -> None:
 
 @pytest.mark.parametrize(
     ("dead_for_s", "accepted"),
-    [(mb.FENCE_S / 2, False), (mb.FENCE_S, True)],
+    [(admission.FENCE_S / 2, False), (admission.FENCE_S, True)],
 )
 def test_an_older_incarnation_is_believed_only_after_the_fence(dead_for_s: float, accepted: bool) -> None:
     # A node whose clock stepped back gives its restarted speaker a smaller incarnation.
@@ -381,7 +382,7 @@ def test_a_welcome_says_the_peer_had_us_dead_and_proves_it_alive() -> None:
     assert arrive(1, 3, 0.01) == Changes(), "a second copy is a duplicate"
     assert arrive(1, 4, 0.02) == Changes(welcomed_by=frozenset({"b"}))
     assert arrive(0, 9, 0.03) == Changes(), "an older process of b is not believed"
-    assert m.drops == {mb.REPLAYED: 1, mb.STALE: 1}
+    assert m.drops == {admission.REPLAYED: 1, admission.STALE: 1}
 
 
 def test_only_a_peer_declared_dead_here_is_revived_when_heard_again() -> None:

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from raylb import keyring, wire
 from raylb.keyring import KeySet, plan_keys
-from raylb.membership import DEAD_AFTER_S, MAX_CLOCK_SKEW_S
+from raylb.admission import MAX_CLOCK_SKEW_S
+from raylb.membership import DEAD_AFTER_S
 from tests.unit.test_speaker_core import ADDRESSES, KEY, LOOP_S, NODES, VIPS, converged, expected, make_snapshot
 from tests.unit.test_speaker_edges import FORGER_KEY, SETTLE_S, Lan
 
