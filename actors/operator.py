@@ -32,7 +32,7 @@ from raylb.actors.memberlist_key import REFRESH_S, KeySource
 from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT, serve
 from raylb.actors.speaker_group import SpeakerGroupKeeper
 from raylb.desired import Change, Desired, Ref, Results, World
-from raylb.errors import Problem
+from raylb.errors import ForbiddenError, Problem
 from raylb.ipam.request import ServiceRequest
 from raylb.keyring import KeySet, accept_first, fingerprint, for_new_speaker, plan_keys
 from raylb.metrics import Metric, OperatorFigures, operator_families
@@ -117,11 +117,8 @@ def _reflect(world: World, write: rc.Write) -> None:
 
 
 def _source_reason(error: Exception) -> str:
-    """APIAccessDenied for an RBAC denial, else APIUnavailable. ForbiddenError belongs to the
-    Kubernetes shell (raylb.cluster.kube.client); it is matched by name so this module does not
-    import the Kubernetes client."""
-    denied = any(cls.__name__ == "ForbiddenError" for cls in type(error).__mro__)
-    return rc.API_ACCESS_DENIED if denied else rc.API_UNAVAILABLE
+    """APIAccessDenied for an RBAC denial, else APIUnavailable."""
+    return rc.API_ACCESS_DENIED if isinstance(error, ForbiddenError) else rc.API_UNAVAILABLE
 
 
 @dataclass

@@ -64,6 +64,11 @@ class PermanentError(RaylbError):
     """Retrying the same step will not help."""
 
 
+class ForbiddenError(PermanentError):
+    """The API refused the caller the verb on the resource (Kubernetes RBAC, HTTP 403). Here,
+    not in the Kubernetes shell, so the pure operator can tell a denial from an outage."""
+
+
 class TemporaryError(RaylbError):
     """Retrying later may help."""
 

@@ -7,7 +7,7 @@ by type and never see a library exception:
 
     RaylbError
     ├── PermanentError            403, 401, 422, 404, other 4xx: retrying the same call won't help
-    │   ├── ForbiddenError        403: RBAC denied the verb on the resource
+    │   ├── ForbiddenError        403: RBAC denied the verb on the resource (raylb.errors)
     │   ├── InvalidError          422: the API server's schema rejected a field
     │   └── NotFoundError         404
     └── TemporaryError            5xx, 429 (delay from Retry-After), connection errors
@@ -34,7 +34,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from raylb.errors import PermanentError, RaylbError, TemporaryError
+from raylb.errors import ForbiddenError, PermanentError, RaylbError, TemporaryError
 
 # (connect, read) timeouts of ordinary requests. A healthy API server answers in milliseconds;
 # 30 s bounds a request to one that is overloaded or gone without closing the connection.
@@ -109,10 +109,6 @@ def kind_info(kind: str) -> KindInfo:
 
 
 # ---- errors --------------------------------------------------------------------------------
-
-
-class ForbiddenError(PermanentError):
-    """RBAC denied the request (HTTP 403)."""
 
 
 class InvalidError(PermanentError):
