@@ -496,6 +496,16 @@ class Membership:
             self._forget_unlisted()
         return Changes(died=frozenset(died)) if died else NO_CHANGE
 
+    def accusing(self, subject: str) -> bool:
+        """Does this speaker still hold `subject` silent (K-observer mode): its accusation is
+        pending, or the subject was removed for its silence and has not been heard since?"""
+        p = self._peers.get(subject)
+        if p is None:
+            return False
+        if self.self_name in self._accusations.get(subject, ()):
+            return True
+        return not p.alive and p.reason == TIMEOUT
+
     def make_alert(self, subject: str, *, sent_ns: int = 0) -> wire.Datagram:
         """The accusation of `subject` (K-observer mode), for every listed peer."""
         self._seq += 1

@@ -76,6 +76,11 @@ COPIES = 2
 # datagrams/s sent and received per node, on top of 80 heartbeats each way.
 MIN_BROADCAST_PERIOD_S = 5.0
 BROADCASTS_PER_S = 50.0
+# K-observer mode: an accusation goes to everyone this many times, a heartbeat interval apart,
+# while this speaker still holds the subject silent. Nobody acknowledges alerts and a node hears
+# heartbeats only from its own subjects, so a node that lost the alerts would keep a dead node
+# alive for ever; with 3 spaced copies from each of K observers, one lost at 5 % loss costs nothing.
+ALERT_COPIES = 3
 # Drop reasons counted here, before a datagram reaches Membership (which counts the others).
 MALFORMED = "malformed"
 UNAUTHENTICATED = "unauthenticated"
@@ -137,6 +142,7 @@ class SpeakerCore:
         self._retry_at_s: float | None = None
         self._was_ready = False
         self._hello_sent = False
+        self._alerts: dict[str, tuple[int, float]] = {}  # subject -> (copies still to send, when the next is due)
         self._next_broadcast_s: float | None = None
         self._left = False
         self.counts: Counter[str] = Counter()
@@ -351,12 +357,21 @@ class SpeakerCore:
         if not ready and not self._hello_sent and everyone:
             self._hello_sent = True
             self._broadcast(self._encode(self.membership.make_hello(sent_ns=self._wall_ns())), everyone)
+        now_s = self._now_s
         for subject in sorted(changes.accused):
-            self.counts["alerts_sent"] += 1
-            self._broadcast(self._encode(self.membership.make_alert(subject, sent_ns=self._wall_ns())), everyone)
+            self._alerts[subject] = (ALERT_COPIES, now_s)
+        for subject, (left, due_s) in sorted(self._alerts.items()):
+            if not self.membership.accusing(subject):
+                del self._alerts[subject]  # heard again: evidence beats our accusation
+            elif now_s >= due_s:
+                self.counts["alerts_sent"] += 1
+                self._broadcast(self._encode(self.membership.make_alert(subject, sent_ns=self._wall_ns())), everyone)
+                if left > 1:
+                    self._alerts[subject] = (left - 1, now_s + self.membership.heartbeat_interval_s)
+                else:
+                    del self._alerts[subject]
         if not ready:
             return
-        now_s = self._now_s
         due = self._next_broadcast_s is not None and now_s >= self._next_broadcast_s
         if became_ready or changes.refute or changes.welcomed_by or due:
             self.counts["joins_sent"] += 1

@@ -10,7 +10,8 @@ from collections import Counter
 import pytest
 
 from raylb.actors.speaker.core import BROADCASTS_PER_S
-from raylb.cluster.membership_sim import NetConfig, Simulation
+from raylb import wire
+from raylb.cluster.membership_sim import KEY, NetConfig, Simulation
 from raylb.observers import OBSERVERS, QUORUM, Topology
 
 SETTLE_S = 1.5
@@ -182,3 +183,30 @@ def test_alerts_from_nodes_that_do_not_watch_the_subject_are_refused() -> None:
     sim.run(0.5)
     assert sim.false_removals() == 0 and sim.alive_everywhere()
     assert sim.speakers[sim.names[10]].status()["drops"].get("stale", 0) == len(liars)
+
+
+def test_a_node_that_misses_the_first_alerts_still_removes_the_dead_node() -> None:
+    """Alerts are not acknowledged, and a node watches only its own subjects: a node that lost
+    the accusations of a dead node would keep it alive for ever (and never take over its VIPs).
+    Here every accuser's first alert to one node is lost."""
+    sim = settled()
+    victim, deaf = sim.names[3], sim.names[17]
+    deaf_address = sim.addresses[deaf]
+    first_lost: set[str] = set()
+    send = sim.network.send
+
+    def lossy(source: str, destination: str, data: bytes) -> None:
+        if destination == deaf_address:
+            datagram = wire.decode(data, keys=[KEY])
+            if datagram.kind == wire.ALERT and datagram.node not in first_lost:
+                first_lost.add(datagram.node)
+                sim.network.sent[source] += 1
+                return
+        send(source, destination, data)
+
+    sim.network.send = lossy  # type: ignore[method-assign]
+    sim.kill(victim)
+    sim.run(SETTLE_S)
+    assert len(first_lost) >= QUORUM, "the accusers' first alerts to the deaf node were lost"
+    assert victim not in sim.speakers[deaf].membership.alive()
+    assert sim.alive_everywhere() and sim.exactly_one_announcer()
