@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from raylb.actors.speaker.core import BROADCASTS_PER_S, MIN_BROADCAST_PERIOD_S
+from raylb.cluster.lab.options import lab_name_option
 from raylb.cluster.membership_sim import LOOP_S, Simulation
 from raylb.observers import OBSERVERS
 
@@ -105,16 +106,39 @@ def run(*, nodes: int, crashes: int, loss_s: float, seed: int, observers: int | 
 
 
 @click.command(name="membership")
-@click.option("--nodes", default=1000, show_default=True, help="Speakers simulated.")
+@click.option("--nodes", default=1000, show_default=True, help="Speakers simulated (with --real: endpoints, at most 64).")
 @click.option("--crashes", default=3, show_default=True, help="Random nodes killed (and restarted), one at a time.")
 @click.option("--loss-s", default=5.0, show_default=True, help="Simulated seconds at 1 % loss with a one-way cut link.")
 @click.option("--steady-s", default=2.0, show_default=True, help="Simulated seconds over which datagram rates are measured.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--all-to-all", is_flag=True, help="Every speaker watches every other (the protocol before K observers).")
+@click.option("--real", is_flag=True, help="Real UDP: bare endpoints as processes in a lab of their own (root).")
+@click.option("--namespaces", default=10, show_default=True, help="With --real: node namespaces the endpoints share.")
+@click.option("--idle-s", default=20.0, show_default=True, help="With --real: seconds of steady state measured.")
+@click.option("--soak-s", default=60.0, show_default=True, help="With --real: seconds per loss level counting false removals.")
+@click.option("--kills", default=3, show_default=True, help="With --real: endpoints killed per loss level.")
+@lab_name_option("mb")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object and nothing else.")
-def command(nodes: int, crashes: int, loss_s: float, steady_s: float, seed: int, all_to_all: bool, as_json: bool) -> None:
+def command(
+    nodes: int, crashes: int, loss_s: float, steady_s: float, seed: int, all_to_all: bool, real: bool,
+    namespaces: int, idle_s: float, soak_s: float, kills: int, name: str, as_json: bool,
+) -> None:  # fmt: skip
     """Detection time, datagram rates, false removals and partition healing of the membership
-    protocol, simulated for --nodes speakers in this process."""
+    protocol, simulated for --nodes speakers in this process; with --real, measured over real
+    UDP with --nodes endpoint processes in the lab (datagrams/s, CPU, detection at 0/1/5 % loss)."""
+    if real:
+        from raylb.cluster.lab import membership_real  # noqa: PLC0415 - the lab needs root; the simulation does not
+
+        if not 3 <= nodes <= membership_real.MEMBERSHIP_ENDPOINTS_V4.num_addresses or namespaces < 1 or kills < 0:
+            raise click.BadParameter("with --real: --nodes 3..64, --namespaces at least 1, --kills at least 0")
+        log = (lambda _line: None) if as_json else click.echo
+        try:
+            result = membership_real.run(name=name, endpoints=nodes, namespaces=min(namespaces, nodes),
+                                         idle_s=idle_s, soak_s=soak_s, kills=kills, log=log)  # fmt: skip
+        except (OSError, TimeoutError, RuntimeError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(json.dumps(result, indent=None if as_json else 2))
+        return
     if nodes < 3 or crashes < 0 or loss_s <= 0 or steady_s <= 0:
         raise click.BadParameter("--nodes must be at least 3, --crashes at least 0, --loss-s and --steady-s above 0")
     result = run(nodes=nodes, crashes=crashes, loss_s=loss_s, seed=seed, steady_s=steady_s,

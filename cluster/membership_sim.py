@@ -32,7 +32,7 @@ from raylb.observers import OBSERVERS
 from raylb.pools import IPAddress
 from raylb.snapshot import Advertisement, NodeInfo, ServiceState, Snapshot
 
-LOOP_S = 0.025  # raylb.actors.speaker.actor.LOOP_INTERVAL_S
+LOOP_S = 0.025  # raylb.actors.speaker.loop.LOOP_INTERVAL_S
 KEY = b"simulated-cluster-membership-key"
 WALL_BASE_NS = 1_800_000_000_000_000_000  # the simulated wall clock at t = 0
 

@@ -8,7 +8,7 @@ to the node address) belongs to that node.
 
 Threads in the actor process:
 - the speaker loop (`raylb-speaker`): `core.step` whenever a datagram arrives or timed work is
-  due, at least every `LOOP_INTERVAL_S`; it never dies: an exception is logged, counted and
+  due, at least every `loop.LOOP_INTERVAL_S`; it never dies: an exception is logged, counted and
   the loop goes on;
 - the responder and link-watcher threads of actors/speaker/responder.py and interfaces.py.
 
@@ -38,6 +38,7 @@ from typing import Any
 from raylb.actors.metrics_http import SPEAKER_PORT, serve
 from raylb.actors.names import RAY_NAMESPACE, SPEAKER_PREFIX
 from raylb.actors.speaker.core import SpeakerCore
+from raylb.actors.speaker import loop
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
 from raylb.actors.speaker.interfaces import Announcements
 from raylb.actors.speaker.responder import Responder
@@ -52,11 +53,6 @@ log = logging.getLogger(__name__)
 
 NAME_PREFIX = SPEAKER_PREFIX
 DEFAULT_NAMESPACE = RAY_NAMESPACE
-# Half the heartbeat interval: a heartbeat is sent at most 25 ms late and a death is noticed
-# at most 25 ms after its deadline, small against dead_after_s (0.3 s).
-LOOP_INTERVAL_S = 0.025
-# After an exception in the loop, pause this long so a persistent error cannot spin a core.
-ERROR_PAUSE_S = 0.1
 STOP_TIMEOUT_S = 2.0
 
 
@@ -222,17 +218,7 @@ class Speaker:
     # ------------------------------------------------------------------ threads
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                now_s = time.monotonic()
-                self.core.step(now_s)
-                wakeup_s = self.core.next_wakeup_s()
-                timeout_s = LOOP_INTERVAL_S if wakeup_s is None else wakeup_s - time.monotonic()
-                self._transport.wait(min(LOOP_INTERVAL_S, max(0.0, timeout_s)))
-            except Exception as err:  # the loop never dies
-                self.errors[type(err).__name__] += 1
-                log.exception("speaker %s: loop step failed", self.node_name)
-                self._stop.wait(ERROR_PAUSE_S)
+        loop.run(self.core, self._transport, stop=self._stop, errors=self.errors)
 
 
 # ---------------------------------------------------------------------- driver side

@@ -33,6 +33,10 @@ SEED_POOLS: dict[str, str] = {
     "doc-example-ipv6": POOL_DOC_EXAMPLE_IPV6,
 }
 
+#: Extra node-network addresses for `raylb bench membership --real` (cluster/lab/membership_real.py):
+#: endpoint i of the bench takes the i-th, on one of its lab's nodes. Never a VIP, never a host's.
+MEMBERSHIP_ENDPOINTS_V4 = IPv4Network("198.18.0.64/26")
+
 #: Pod networks of the in-cluster lab (cluster/lab/kubecluster.py): node K takes the K-th /24
 #: and /64 of these. ClusterIPs (198.19.0.0/16, 2001:db8:19::/108) are kube-proxy's rules only.
 POD_NETWORK_V4 = IPv4Network("198.18.64.0/18")
