@@ -117,6 +117,7 @@ def test_a_restarted_actor_changes_no_ip_and_allocates_on(local_ray: None, actor
     key = f"default/extra-{actor}"
     got = ips_when_settled({key})[key]
     assert not set(got) & {ip for ips in before.values() for ip in ips}, "a new Service got a taken IP"
+    assert ips_when_settled(set(SEEDED)) == before, "the restarted actor's rounds moved an IP"
 
 
 def test_uninstall_removes_every_actor(local_ray: None) -> None:
