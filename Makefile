@@ -19,9 +19,9 @@ provision: $(STAMP)
 	@echo "==> provisioning Debian packages (containerd, runc, CNI plugins, Redis, Prometheus, ...)"
 	$(BIN)/python -m raylb.cluster.lab.packages
 	@echo "==> provisioning Kubernetes, CoreDNS and KubeRay binaries (cached after the first build)"
-	$(BIN)/python -m raylb.cluster.kube.provision
+	$(BIN)/python -m raylb.cluster.localkube.provision
 	@echo "==> the Prometheus Operator's CRDs for deploy/monitoring's test (Go module proxy, cached)"
-	$(BIN)/python -m raylb.cluster.kube.promcrds
+	$(BIN)/python -m raylb.cluster.localkube.promcrds
 	@echo "==> building the lab's images: pause, backend, Debian + Ray base, deploy/kuberay/Dockerfile (cached)"
 	$(BIN)/python -m raylb.cluster.lab.images
 

@@ -39,7 +39,7 @@ from kubernetes import client
 from raylb.actors.local import InProcessRay, NoKeys
 from raylb.actors.operator import OperatorCore
 from raylb.cluster.lab.failover_probe import Outage, ProbeRun, Sample, takeover
-from raylb.cluster.kube.provision import ensure_binaries, find_binaries
+from raylb.cluster.localkube.provision import ensure_binaries, find_binaries
 from raylb.cluster.lab import hosts, in_netns, system
 from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab.failover import detected_at

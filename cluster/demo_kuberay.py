@@ -36,7 +36,7 @@ from raylb.cluster.demo import (
     table,
     url,
 )
-from raylb.cluster.kube.provision import ensure_binaries
+from raylb.cluster.localkube.provision import ensure_binaries
 from raylb.cluster.lab.failover_probe import ProbeRun, takeover
 from raylb.cluster.lab.hosts import http_get
 from raylb.cluster.lab.incluster import DEMO_MANIFEST, HEAD_CONTAINER, NAMESPACE, InCluster, backend

@@ -12,6 +12,7 @@ slot (25 ms) as resolution.
 from __future__ import annotations
 
 import json
+import random
 import time
 from typing import Any
 
@@ -54,8 +55,9 @@ def run(*, nodes: int, crashes: int, loss_s: float, seed: int, observers: int | 
 
     detections: list[float] = []
     one_announcer_after_crash = True
+    victims = random.Random(seed)
     for _ in range(crashes):
-        victim = sim.rng.choice(sim.running())
+        victim = victims.choice(sim.running())
         killed_s = sim.now_s
         sim.kill(victim)
         _until(sim, sim.alive_everywhere, SETTLE_LIMIT_S)

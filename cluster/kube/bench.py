@@ -17,7 +17,7 @@ Service's status first shows an IP. Reported per run, median over --repeat runs:
   (status, annotation, events, other); reads are counted apart (they are not writes, but they
   are round trips).
 
-By default it starts its own etcd + kube-apiserver (raylb.cluster.kube.controlplane) and
+By default it starts its own etcd + kube-apiserver (raylb.cluster.localkube.controlplane) and
 stops them afterwards; with --kubeconfig it uses that cluster (cluster-admin rights needed
 to install CRDs and RBAC) and the same credentials for the operator.
 """
@@ -284,8 +284,8 @@ def cluster_clients(kubeconfig: Path | None, progress: Callable[[str], None]) ->
         api = build_api_client(kubeconfig)
         yield api, api
         return
-    from raylb.cluster.kube.controlplane import ControlPlane  # noqa: PLC0415 - only when no cluster is given
-    from raylb.cluster.kube.provision import ensure_binaries  # noqa: PLC0415
+    from raylb.cluster.localkube.controlplane import ControlPlane  # noqa: PLC0415 - only when no cluster is given
+    from raylb.cluster.localkube.provision import ensure_binaries  # noqa: PLC0415
 
     binaries = ensure_binaries(progress)  # progress goes to stderr; stdout carries only the JSON
     progress("starting etcd + kube-apiserver")

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from raylb.cluster.kube.provision import ensure_binaries
+from raylb.cluster.localkube.provision import ensure_binaries
 from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import lab as lab_module
 from raylb.cluster.lab import netns as ns

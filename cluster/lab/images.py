@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from raylb.cluster.kube.provision import find_go
+from raylb.cluster.localkube.provision import find_go
 from raylb.cluster.lab import image_build, oci
 from raylb.cluster.lab.image_build import Progress, digest, run_logged
 from raylb.cluster.lab.image_programs import BACKEND_GO, PAUSE_GO

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from raylb.cluster.kube.controlplane import REPO
+from raylb.cluster.localkube.controlplane import REPO
 from raylb.cluster.lab import images
 from raylb.cluster.lab.redis import REDIS_PORT, write_secret
 from raylb.errors import RaylbError

@@ -31,8 +31,8 @@ from typing import Any
 from kubernetes import client, config
 
 from raylb.cluster.kube import install, manifests
-from raylb.cluster.kube.controlplane import ControlPlane, https_ok
-from raylb.cluster.kube.provision import Binaries, ensure_binaries
+from raylb.cluster.localkube.controlplane import ControlPlane, https_ok
+from raylb.cluster.localkube.provision import Binaries, ensure_binaries
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.topology import Host
 
@@ -136,7 +136,7 @@ def ready(control: Host, info: LabKube) -> bool:
 
 
 def _admin_credentials(info: LabKube) -> tuple[str, str, str]:
-    """(ca, cert, key) of the admin, as raylb.cluster.kube.pki names them in the work dir."""
+    """(ca, cert, key) of the admin, as raylb.cluster.localkube.pki names them in the work dir."""
     pki_dir = Path(info.workdir) / "pki"
     return str(pki_dir / "ca.crt"), str(pki_dir / "admin.crt"), str(pki_dir / "admin.key")
 

@@ -43,8 +43,8 @@ from typing import Any
 
 import yaml
 
-from raylb.cluster.kube.controlplane import SERVICE_CLUSTER_IP_RANGES, ControlPlane
-from raylb.cluster.kube.provision import Binaries
+from raylb.cluster.localkube.controlplane import SERVICE_CLUSTER_IP_RANGES, ControlPlane
+from raylb.cluster.localkube.provision import Binaries
 from raylb.cluster.lab import images
 from raylb.cluster.lab import netns as ns
 from raylb.cluster.lab.topology import (

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from raylb.cluster.kube import manifests
-from raylb.cluster.kube.provision import kuberay_crds
+from raylb.cluster.localkube.provision import kuberay_crds
 from raylb.cluster.lab import build, hosts, images, ray_nodes
 from raylb.cluster.lab.redis import Redis, write_secret
 from raylb.cluster.lab import kube as lab_kube
@@ -47,7 +47,7 @@ from raylb.cluster.lab.topology import (
 from raylb.errors import RaylbError
 
 if TYPE_CHECKING:
-    from raylb.cluster.kube.controlplane import ControlPlane
+    from raylb.cluster.localkube.controlplane import ControlPlane
 
 #: Per-lab directory for logs, Ray temp dirs and the optional state file. Short on purpose:
 #: Ray puts Unix sockets below it and socket paths are limited to 107 bytes.

@@ -2,7 +2,7 @@
 
 The simulation (cluster/membership_sim.py) runs 1 000 speakers in one process; this runs the
 same code as plain processes on the node network: N bare endpoints
-(actors/speaker/endpoint.py: SpeakerCore, the real UDP transport and HMAC, the speaker's
+(cluster/membership_endpoint.py: SpeakerCore, the real UDP transport and HMAC, the speaker's
 loop) spread over the lab's node namespaces, endpoint i on address i of
 MEMBERSHIP_ENDPOINTS_V4. It measures:
 
@@ -89,7 +89,7 @@ class Bench:
 
     def start(self, name: str) -> None:
         e = self.endpoints[name]
-        argv = [sys.executable, "-m", "raylb.actors.speaker.endpoint", "--name", e.name, "--address", e.address,
+        argv = [sys.executable, "-m", "raylb.cluster.membership_endpoint", "--name", e.name, "--address", e.address,
                 "--snapshot", str(self.snapshot_file), "--key-file", str(self.key_file), "--port", str(DEFAULT_PORT)]
         e.process = self.lab.popen(e.host, argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
         e.alive_seen = 0

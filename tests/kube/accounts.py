@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes import client
 
-from raylb.cluster.kube.controlplane import ControlPlane
+from raylb.cluster.localkube.controlplane import ControlPlane
 
 TOKEN_EXPIRATION_S = 3600
 

@@ -2,7 +2,7 @@
 
 Starting etcd and kube-apiserver costs seconds, so the whole folder shares one pair; tests
 isolate themselves by creating their own namespaces (see `namespace`). The binaries come from
-`raylb.cluster.kube.provision` (fast when cached; the first build takes minutes).
+`raylb.cluster.localkube.provision` (fast when cached; the first build takes minutes).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from raylb.cluster.kube.controlplane import ControlPlane
-from raylb.cluster.kube.provision import ensure_binaries
+from raylb.cluster.localkube.controlplane import ControlPlane
+from raylb.cluster.localkube.provision import ensure_binaries
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """KubeRay v1.5.0 against the test API server: its own CRDs, and its operator as a subprocess.
 
-The cached KubeRay operator (raylb.cluster.kube.provision) is the one a user installs; run
+The cached KubeRay operator (raylb.cluster.localkube.provision) is the one a user installs; run
 against the session's API server it creates the Pods a RayCluster asks for (no kubelet runs
 them), so a test can read the worker command and ports KubeRay really generates.
 """
@@ -18,8 +18,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from raylb.cluster.kube import manifests
-from raylb.cluster.kube.controlplane import REPO
-from raylb.cluster.kube.provision import ensure_binaries, kuberay_crds
+from raylb.cluster.localkube.controlplane import REPO
+from raylb.cluster.localkube.provision import ensure_binaries, kuberay_crds
 
 RAYCLUSTER_YAML = REPO / "deploy" / "kuberay" / "raycluster.yaml"
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from raylb.cluster.kube.controlplane import ControlPlane
+from raylb.cluster.localkube.controlplane import ControlPlane
 from raylb.cluster.kube.manifests import request
 
 pytestmark = pytest.mark.kube
@@ -155,7 +155,7 @@ def test_stop_leaves_no_process_and_no_files(control_plane: ControlPlane) -> Non
 OWNER = """
 import sys, time
 from pathlib import Path
-from raylb.cluster.kube.controlplane import ControlPlane
+from raylb.cluster.localkube.controlplane import ControlPlane
 plane = ControlPlane.start(workdir=Path(sys.argv[1]))
 print(" ".join(map(str, plane.pids)), flush=True)
 time.sleep(600)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from raylb.cluster.kube.controlplane import ControlPlane
+from raylb.cluster.localkube.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.kube, pytest.mark.root]
 

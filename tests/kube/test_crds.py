@@ -15,7 +15,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from raylb.cluster.kube import manifests
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, REPO
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE, REPO
 
 pytestmark = pytest.mark.kube
 

@@ -17,7 +17,7 @@ from kubernetes import client
 
 from raylb.cluster.kube import manifests
 from raylb.cluster.kube.client import KINDS, Api, InvalidError, build_api_client
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, ControlPlane
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE, ControlPlane
 from raylb.cluster.kube.install import CRD_DIR, install
 
 pytestmark = pytest.mark.kube

@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from ray._private.label_utils import parse_node_labels_from_yaml_file, parse_node_labels_string
 
 from raylb.cluster.kube import manifests
-from raylb.cluster.kube.controlplane import REPO
+from raylb.cluster.localkube.controlplane import REPO
 from raylb.speakergroup import BASE_TOLERATIONS, parse_group_ref
 
 DEPLOY = REPO / "deploy"

@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from raylb.cluster.kube import manifests
-from raylb.cluster.kube.controlplane import REPO, ControlPlane
+from raylb.cluster.localkube.controlplane import REPO, ControlPlane
 from tests.kube.kuberay import KubeRayOperator, install_kuberay_crds, raycluster
 
 pytestmark = pytest.mark.kube

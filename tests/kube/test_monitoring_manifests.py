@@ -3,7 +3,7 @@
 The files: every resource of the component exists, the Service and the PodMonitor select the
 Pods deploy/kuberay/raycluster.yaml makes and name ports those Pods declare, at the ports
 raylb's processes serve. The server: the Prometheus Operator's own CRDs (fetched from the Go
-module proxy into the cache by raylb.cluster.kube.promcrds, never kept in the repository) are
+module proxy into the cache by raylb.cluster.localkube.promcrds, never kept in the repository) are
 installed into the test API server and every document is created with dryRun=All and
 fieldValidation=Strict; a broken ServiceMonitor shows the same call does reject.
 """
@@ -20,7 +20,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from raylb.actors.metrics_http import ALLOCATOR_PORT, OPERATOR_PORT, SPEAKER_PORT
-from raylb.cluster.kube import manifests, promcrds
+from raylb.cluster.kube import manifests
+from raylb.cluster.localkube import promcrds
 from tests.kube.test_kuberay_manifests import DEPLOY, by_kind, container, dry_run_create, dry_run_rejections, install_crds, workers
 
 COMPONENT = DEPLOY / "monitoring"

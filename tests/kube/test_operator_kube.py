@@ -38,7 +38,7 @@ from raylb.cluster.kube.bench import (
     metallb_documents,
 )
 from raylb.cluster.kube.client import KINDS, Api, ConflictError
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, RBAC_DIR, ControlPlane
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE, RBAC_DIR, ControlPlane
 from raylb.cluster.kube.install import REPO, install
 from raylb.errors import RaylbError
 from raylb.reconcile import POOL_ANNOTATION

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from raylb.cluster.kube import provision
+from raylb.cluster.localkube import provision
 
 UPSTREAM_GOMOD = """\
 module k8s.io/kubernetes
@@ -144,10 +144,10 @@ def test_concurrent_callers_build_once(empty_cache: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.kube  # so conftest provisions (outside the test timeout) before this runs
 def test_provision_command_is_quick_when_cached() -> None:
-    """`python -m raylb.cluster.kube.provision` on a provisioned machine returns at once."""
+    """`python -m raylb.cluster.localkube.provision` on a provisioned machine returns at once."""
     provision.ensure_binaries(lambda _: None)  # builds on a fresh machine; cached afterwards
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "raylb.cluster.kube.provision"],
+    done = subprocess.run([sys.executable, "-m", "raylb.cluster.localkube.provision"],
                           capture_output=True, text=True, check=True, timeout=120)
     elapsed_s = time.monotonic() - started
     assert "ready (" in done.stdout and "building" not in done.stdout

@@ -18,7 +18,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, RBAC_DIR, ControlPlane
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, RBAC_DIR, ControlPlane
 from raylb.keyring import SECRET_NAME
 
 pytestmark = pytest.mark.kube

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from raylb.cluster.kube.client import KINDS, Api, ConflictError, ForbiddenError, NotFoundError
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, ControlPlane
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE, ControlPlane
 from raylb.cluster.kube.install import install
 from raylb.cluster.kube.results import L2_LABEL_NODE, KubeResults, l2_status_name
 from raylb.desired import Ref

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 
 from raylb.cluster.kube.client import KINDS, Api, ForbiddenError, GoneError
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE, ControlPlane
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE, ControlPlane
 from raylb.cluster.kube.install import install
 from raylb.cluster.kube.source import KindWatcher, KubeDesired
 from raylb.desired import NAMESPACED, Change, Ref, World

@@ -19,7 +19,7 @@ from kubernetes import client
 from raylb.actors.speaker_group import SpeakerGroupKeeper
 from raylb.cluster.kube import manifests
 from raylb.cluster.kube.bench import RunningOperator
-from raylb.cluster.kube.controlplane import OPERATOR_NAMESPACE
+from raylb.cluster.localkube.controlplane import OPERATOR_NAMESPACE
 from raylb.cluster.kube.install import install
 from raylb.cluster.kube.raycluster import RAYCLUSTER, KubeSpeakerGroup
 from raylb.speakergroup import BASE_TOLERATIONS, GroupRef

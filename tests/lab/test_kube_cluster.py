@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from raylb.cluster.kube.provision import KUBERNETES_VERSION
+from raylb.cluster.localkube.provision import KUBERNETES_VERSION
 from raylb.cluster.lab import Lab, down
 from raylb.cluster.lab import kube as lab_kube
 from raylb.cluster.lab import kubecluster

@@ -56,11 +56,13 @@ ACTOR_FILES = sorted((REPO / "actors").rglob("*.py"))
 
 
 @pytest.mark.parametrize("path", ACTOR_FILES, ids=lambda p: str(p.relative_to(REPO)))
-def test_actors_never_import_the_lab(path: Path) -> None:
-    """Lab and benchmark tooling (probes, harnesses, benches) lives under cluster/lab, which the
-    shipped actors never need: an actor importing it would drag the lab into every deployment."""
-    bad = sorted(name for name in imported_modules(path) if name.startswith("raylb.cluster.lab"))
-    assert not bad, f"{path.relative_to(REPO)} imports {bad}; lab tooling belongs under cluster/lab"
+def test_actors_never_import_the_lab_or_the_local_control_plane(path: Path) -> None:
+    """Lab and benchmark tooling (probes, harnesses, benches) lives under cluster/lab, the local
+    control plane under cluster/localkube; the shipped actors need neither: an actor importing
+    them would drag the tools into every deployment."""
+    tools = ("raylb.cluster.lab", "raylb.cluster.localkube", "raylb.cluster.membership_")
+    bad = sorted(name for name in imported_modules(path) if name.startswith(tools))
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}; tools belong under cluster/"
 
 
 def test_there_are_actors_to_check() -> None:

@@ -210,3 +210,14 @@ def test_a_node_that_misses_the_first_alerts_still_removes_the_dead_node() -> No
     assert len(first_lost) >= QUORUM, "the accusers' first alerts to the deaf node were lost"
     assert victim not in sim.speakers[deaf].membership.alive()
     assert sim.alive_everywhere() and sim.exactly_one_announcer()
+
+
+def test_the_membership_benchmark_runs_at_a_small_size() -> None:
+    """`raylb bench membership` itself (the big sizes are the benchmark's), so it cannot rot."""
+    from raylb.cluster.membership_bench import run
+
+    out = run(nodes=20, crashes=2, loss_s=1.0, seed=3, observers=OBSERVERS, steady_s=0.5)
+    assert out["crash_detection_s"]["samples"] == 2 * 19  # every survivor, each crash
+    assert out["exactly_one_announcer_after_crash"] and out["exactly_one_announcer_after_heal"]
+    assert out["loss_1pct"]["false_removals"] == 0
+    assert out["datagrams_per_node_per_s"]["sent_max"] <= 21 * OBSERVERS

@@ -49,8 +49,9 @@ from types import TracebackType
 import yaml
 from kubernetes import client, config
 
-from raylb.cluster.kube import manifests, pki
-from raylb.cluster.kube.provision import Binaries, ensure_binaries
+from raylb.cluster.kube import manifests
+from raylb.cluster.localkube import pki
+from raylb.cluster.localkube.provision import Binaries, ensure_binaries
 from raylb.errors import PermanentError
 from raylb.reconcile import OPERATOR_NAMESPACE
 
@@ -84,7 +85,7 @@ def https_ok(url: str, ca: str, cert: str, key: str) -> bool:
 
 # The same check run inside another network namespace (a fresh interpreter there).
 _PROBE_IN_NETNS = (
-    "import sys; from raylb.cluster.kube.controlplane import https_ok; "
+    "import sys; from raylb.cluster.localkube.controlplane import https_ok; "
     "sys.exit(0 if https_ok(*sys.argv[1:5]) else 1)"
 )
 
@@ -104,7 +105,7 @@ def free_ports(address: str, count: int) -> list[int]:
 
 
 _FREE_PORTS_IN_NETNS = (
-    "import sys; from raylb.cluster.kube.controlplane import free_ports; "
+    "import sys; from raylb.cluster.localkube.controlplane import free_ports; "
     "print(*free_ports(sys.argv[1], int(sys.argv[2])))"
 )
 

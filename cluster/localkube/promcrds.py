@@ -7,7 +7,7 @@ binary and schema the tests use (see provision.py): the prometheus-operator modu
 `VERSION` ships them in example/prometheus-operator-crd/. They are copied once into the
 control-plane cache; later runs read the copy.
 
-    python -m raylb.cluster.kube.promcrds     # fetch (or find) them; prints where
+    python -m raylb.cluster.localkube.promcrds     # fetch (or find) them; prints where
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from raylb.cluster.kube.provision import Progress, _go_env, cache_root, find_go
+from raylb.cluster.localkube.provision import Progress, _go_env, cache_root, find_go
 from raylb.errors import PermanentError
 
 MODULE = "github.com/prometheus-operator/prometheus-operator"
