@@ -17,7 +17,6 @@ Ray head (tests/lab/test_head_restart.py shows that one). The lab stays up to lo
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +37,7 @@ from raylb.cluster.demo import (
 )
 from raylb.cluster.localkube.provision import ensure_binaries
 from raylb.cluster.lab.failover_probe import ProbeRun, takeover
-from raylb.cluster.lab.hosts import http_get
-from raylb.cluster.lab.incluster import DEMO_MANIFEST, HEAD_CONTAINER, NAMESPACE, InCluster, backend
+from raylb.cluster.lab.incluster import DEMO_MANIFEST, HEAD_CONTAINER, NAMESPACE, InCluster, backend, served
 from raylb.cluster.lab.lab import Lab, state_dir
 from raylb.cluster.lab.topology import CLIENT, CONTROL, netns_name
 
@@ -74,15 +72,6 @@ def settled(found: dict[str, dict[str, Any]], expected: set[str], served_by_pods
     return expected <= set(found) and all(found[k]["ips"] or found[k].get("pending") for k in expected) and all(
         found[k]["ips"] and found[k]["node"] for k in served_by_pods
     )
-
-
-def served(system: InCluster, address: str, *, timeout_s: float = 2.0) -> dict[str, str] | None:
-    """One GET from the lab's client: the backend's answer (pod, node), or None."""
-    try:
-        code, body = http_get(system.lab.client.netns, address, timeout_s=timeout_s)
-    except OSError:
-        return None
-    return json.loads(body) if code == 200 else None
 
 
 def wait(predicate: Callable[[], Any], *, timeout_s: float, what: str) -> Any:

@@ -32,6 +32,7 @@ import yaml
 
 from raylb.cluster.localkube.controlplane import REPO
 from raylb.cluster.lab import images
+from raylb.cluster.lab.hosts import http_get
 from raylb.cluster.lab.redis import REDIS_PORT, write_secret
 from raylb.errors import RaylbError
 
@@ -213,6 +214,15 @@ def backend(name: str, *, replicas: int, node: str | None = None) -> dict[str, A
             "metadata": {"name": name, "namespace": "default"},
             "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels}, "spec": spec}}}
+
+
+def served(system: InCluster, address: str, *, timeout_s: float = 2.0) -> dict[str, str] | None:
+    """One GET from the lab's client to `address`: the backend's answer (pod, node), or None."""
+    try:
+        code, body = http_get(system.lab.client.netns, address, timeout_s=timeout_s)
+    except OSError:
+        return None
+    return json.loads(body) if code == 200 else None  # type: ignore[no-any-return]
 
 
 def redis_service(address: object) -> list[dict[str, Any]]:

@@ -20,19 +20,13 @@ from raylb.cluster import demo
 from raylb.cluster.demo_kuberay import EXCLUDE, FAILOVER_SERVICE, run_kuberay_demo
 from raylb.cluster.lab import down, lab_namespaces
 from tests.lab.conftest import unique_lab_name
+from tests.lab.test_demo import EXPECTED as DEMO_EXPECTED
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
 
 NODES = {"node1", "node2", "node3"}
-# (service, pool, network the IP must lie in), as deploy/examples/demo.yaml asks for them.
-EXPECTED = [
-    ("default/web", "doc-example", "198.18.0.128/26"),
-    ("default/billing", "doc-example-reserved", "198.18.0.192/27"),
-    ("default/web6", "doc-example-ipv6", "2001:db8:18::1:0/120"),
-    ("default/dns-tcp", "doc-example", "198.18.0.140/32"),
-    ("default/dns-udp", "doc-example", "198.18.0.140/32"),
-    (FAILOVER_SERVICE, "doc-example", "198.18.0.128/26"),
-]
+# (service, pool, network the IP must lie in): demo.yaml's, as the classic demo checks them.
+EXPECTED = [*DEMO_EXPECTED, (FAILOVER_SERVICE, "doc-example", "198.18.0.128/26")]
 Ran = tuple[demo.DemoResult, list[str], dict[str, str]]
 
 

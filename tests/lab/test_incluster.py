@@ -7,7 +7,6 @@ The backends are the lab's backend image: each answer says which pod and node se
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,8 +14,7 @@ from typing import Any
 import pytest
 
 from raylb.cluster.lab import Lab, down
-from raylb.cluster.lab.hosts import http_get
-from raylb.cluster.lab.incluster import DEMO_MANIFEST, InCluster, backend
+from raylb.cluster.lab.incluster import DEMO_MANIFEST, InCluster, backend, served
 from tests.lab.conftest import unique_lab_name
 
 pytestmark = [pytest.mark.root, pytest.mark.kube]
@@ -74,15 +72,6 @@ def service_row(system: InCluster, name: str) -> dict[str, Any] | None:
 def announced(system: InCluster, name: str) -> tuple[list[str], str] | None:
     row = service_row(system, name)
     return (row["ips"], row["node"]) if row and row["ips"] and row["node"] else None
-
-
-def served(system: InCluster, address: str, *, timeout_s: float = 2.0) -> dict[str, str] | None:
-    """One GET from the lab's client to the VIP: which pod and node answered."""
-    try:
-        code, body = http_get(system.lab.client.netns, address, timeout_s=timeout_s)
-    except OSError:
-        return None
-    return json.loads(body) if code == 200 else None
 
 
 def test_the_raycluster_is_ready_and_the_rayjob_started_the_operator_in_cluster(incluster: InCluster) -> None:
