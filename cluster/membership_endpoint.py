@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,11 @@ from raylb import snapshot as snap
 from raylb.actors.speaker import loop
 from raylb.actors.speaker.core import SpeakerCore
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT, UdpTransport
-from raylb.election import Handover, Interfaces
+from raylb.election import Handover
 from raylb.keyring import KeySet
+from raylb.cluster.membership_sim import SimAnnouncer  # holds what it is given, announces nothing
 from raylb.membership import Membership
 from raylb.observers import OBSERVERS
-from raylb.pools import IPAddress
 
 REPORT_S = 1.0
 
@@ -58,25 +57,6 @@ class CountingTransport(UdpTransport):
         got = super().receive(wait_s)
         self.received += len(got)
         return got
-
-
-class HeldIPs:
-    """An announcer that only holds what the election gave this endpoint."""
-
-    def __init__(self) -> None:
-        self.held: set[IPAddress] = set()
-
-    def announce(self, ip: IPAddress, interfaces: Interfaces) -> None:
-        self.held.add(ip)
-
-    def withdraw(self, ip: IPAddress) -> None:
-        self.held.discard(ip)
-
-    def reannounce(self, ip: IPAddress) -> None:
-        pass
-
-    def counters(self) -> Mapping[str, Any]:
-        return {}
 
 
 def say(record: dict[str, Any]) -> None:
@@ -117,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     transport = CountingTransport(args.address, port=args.port)
     membership = Membership(args.name, now_s=time.monotonic(), incarnation=time.time_ns(), observers=OBSERVERS)
     keys = KeySet(accept=(bytes.fromhex(args.key_file.read_text().strip()),))
-    core = ReportingCore(membership=membership, transport=transport, announcer=HeldIPs(), keys=keys)
+    core = ReportingCore(membership=membership, transport=transport, announcer=SimAnnouncer(), keys=keys)
     core.push(snap.from_dict(json.loads(args.snapshot.read_text())))
     say({"started": args.name, "pid": os.getpid()})
     loop.run(core, transport, stop=threading.Event(), errors=Counter())  # until the harness kills it

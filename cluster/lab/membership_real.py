@@ -34,6 +34,7 @@ from typing import Any
 
 from raylb import snapshot as snap
 from raylb.actors.speaker.heartbeat import DEFAULT_PORT
+from raylb.cluster.lab.failover import percentile
 from raylb.cluster.lab.lab import Lab
 from raylb.cluster.lab.topology import MEMBERSHIP_ENDPOINTS_V4
 from raylb.pools import IPAddress
@@ -223,7 +224,7 @@ class Bench:
                 raise TimeoutError(f"{victim} killed: {len(missing)} survivors never saw it die: {missing[:10]}")
             time.sleep(POLL_S)
         seen = [e.deaths[victim] - killed_at for e in survivors]
-        self.log(f"killed {victim}: every survivor saw it die, p50 {percentile(seen, 50):.3f} s, max {max(seen):.3f} s")
+        self.log(f"killed {victim}: every survivor saw it die, p50 {percentile(seen, 50) or 0.0:.3f} s, max {max(seen):.3f} s")
         self.start(victim)
         self.wait_all_alive()
         del self.killed[victim]
@@ -240,15 +241,10 @@ def cpu_s(e: Endpoint) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
 def spread(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None, "max": None}
-    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3),
+    return {"p50": round(percentile(values, 50) or 0.0, 3), "p99": round(percentile(values, 99) or 0.0, 3),
             "max": round(max(values), 3)}  # fmt: skip
 
 
